@@ -1,0 +1,557 @@
+"""Typed, validated configuration: params.yaml parsed into frozen dataclasses.
+
+params.yaml is the single source of truth for every knob. `load_config` reads it, applies `-S key.path=value`
+overrides (the syntax of `dvc exp run -S`), and builds the dataclasses below. Every problem (unknown key, wrong
+type, bad value) is collected and reported at once in one `ConfigError`, each with its key path and a fix.
+
+Adding a stage's section = one dataclass here (with an optional `problems()` method for value checks) and one
+field on `Config`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import types
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+TASKS: tuple[str, ...] = ("sqa", "ast", "pretrain")
+RESOLVED_CONFIG_NAME = "resolved_params.yaml"
+
+
+class ConfigError(ValueError):
+    """All the problems found in a configuration, one per line."""
+
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        noun = "problem" if len(self.problems) == 1 else "problems"
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{source} has {len(self.problems)} {noun}:\n{lines}")
+
+
+# --------------------------------------------------------------------------------------------------- sections
+
+
+@dataclasses.dataclass(frozen=True)
+class PathsConfig:
+    """Where stage outputs live, relative to the repository root (the directory holding params.yaml)."""
+
+    data: str = "data"
+    models: str = "models"
+    metrics: str = "metrics"
+    reports: str = "reports"
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSizes:
+    train: int = 0
+    validation: int = 0
+    test: int = 0
+
+    def problems(self) -> list[str]:
+        return [f"{name}: must be >= 0, got {getattr(self, name)}" for name in SPLITS if getattr(self, name) < 0]
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthSizes:
+    ast: SplitSizes = SplitSizes(2000, 200, 200)
+    sqa: SplitSizes = SplitSizes(2000, 200, 200)
+    pretrain: SplitSizes = SplitSizes(4000, 200, 200)
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthConfig:
+    """The offline spoken corpus (espeak-ng). Test splits use `test_voices` only: speaker-disjoint from training."""
+
+    train_voices: tuple[str, ...] = ("en-US", "en", "en-GB-scotland", "en-029", "en-GB-x-gbclan", "en-GB-x-gbcwmd")
+    test_voices: tuple[str, ...] = ("en-GB-x-rp", "en-US-nyc")
+    variants: tuple[str, ...] = ("", "m1", "m3", "f1", "f2")
+    workers: int = 2
+    rate_wpm: tuple[int, int] = (150, 190)
+    pitch: tuple[int, int] = (35, 65)
+    noise_snr_db: float | None = None
+    sizes: SynthSizes = SynthSizes()
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.train_voices:
+            out.append("train_voices: must list at least one espeak voice, e.g. [en-us]")
+        if not self.test_voices:
+            out.append("test_voices: must list at least one espeak voice, e.g. [en-gb-x-rp]")
+        shared = sorted(set(self.train_voices) & set(self.test_voices))
+        if shared:
+            out.append(f"test_voices: {shared} also in train_voices; the test split must be speaker-disjoint")
+        if not self.variants:
+            out.append("variants: list at least one variant; use [''] for the voice's default")
+        if self.workers < 1:
+            out.append(f"workers: must be >= 1, got {self.workers}")
+        lo, hi = self.rate_wpm
+        if not 80 <= lo <= hi <= 450:
+            out.append(f"rate_wpm: needs 80 <= min <= max <= 450 words per minute, got [{lo}, {hi}]")
+        lo, hi = self.pitch
+        if not 0 <= lo <= hi <= 99:
+            out.append(f"pitch: needs 0 <= min <= max <= 99 (espeak's scale), got [{lo}, {hi}]")
+        return out
+
+
+SourceKind = Literal["synthetic", "covost2", "hf", "manifest"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceConfig:
+    """Where a task's raw examples come from; see steps/sources.py for each kind's layout.
+
+    `splits` maps our split names to the source's (a TSV suffix, an HF split, a manifest file); `columns` maps our
+    fields (audio, text, question, answer, translation, speaker) to the source's column names.
+    """
+
+    kind: SourceKind = "synthetic"
+    path: str = ""
+    audio_dir: str = ""
+    splits: dict[str, str] = dataclasses.field(default_factory=dict)
+    columns: dict[str, str] = dataclasses.field(default_factory=dict)
+    limit: int | None = None
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.path:
+            out.append("path: empty; give the folder, file or dataset id to read")
+        unknown = sorted(set(self.splits) - set(SPLITS))
+        if unknown:
+            out.append(f"splits: unknown split names {unknown}; use {list(SPLITS)}")
+        if self.limit is not None and self.limit <= 0:
+            out.append(f"limit: must be a positive number of examples per split or null, got {self.limit}")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskDataConfig:
+    """One task's data: its source and the prompt templates (each holds the `<|audio|>` placeholder once)."""
+
+    source: SourceConfig = SourceConfig()
+    prompts: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.prompts:
+            out.append("prompts: give at least one template list, keyed by example type (sqa, ast or asr)")
+        for kind, templates in self.prompts.items():
+            if not templates:
+                out.append(f"prompts.{kind}: empty; give at least one template")
+            for i, t in enumerate(templates):
+                if t.count("<|audio|>") != 1:
+                    out.append(f"prompts.{kind}[{i}]: must contain '<|audio|>' exactly once, got {t!r}")
+                if "{question}" in t and kind != "sqa":
+                    out.append(f"prompts.{kind}[{i}]: only sqa templates may use {{question}}")
+            if kind == "sqa" and any("{question}" not in t for t in templates):
+                out.append("prompts.sqa: every template must contain {question}")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareConfig:
+    """Decode, resample and format: the same for every task."""
+
+    sample_rate: int = 16000
+    min_seconds: float = 0.3
+    max_seconds: float = 30.0
+    silence_dbfs: float = -60.0
+    max_bad_fraction: float = 0.05
+    workers: int = 2
+    tasks: dict[str, TaskDataConfig] = dataclasses.field(default_factory=dict)
+
+    def problems(self) -> list[str]:
+        out = []
+        if not 1000 <= self.sample_rate <= 192000:
+            out.append(f"sample_rate: expected a rate in Hz such as 16000, got {self.sample_rate}")
+        if not 0 <= self.min_seconds < self.max_seconds:
+            out.append(f"min_seconds/max_seconds: need 0 <= min < max, got {self.min_seconds}/{self.max_seconds}")
+        if not 0 <= self.max_bad_fraction <= 1:
+            out.append(f"max_bad_fraction: must be within [0, 1], got {self.max_bad_fraction}")
+        if self.workers < 1:
+            out.append(f"workers: must be >= 1, got {self.workers}")
+        unknown = sorted(set(self.tasks) - set(TASKS))
+        if unknown:
+            out.append(f"tasks: unknown task names {unknown}; use {list(TASKS)}")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyModelConfig:
+    """Sizes of the offline `tiny` preset: a random-initialised Qwen2-Audio-architecture SALLM (steps/tiny_model.py)."""
+
+    vocab_size: int = 600
+    num_mel_bins: int = 80
+    encoder_layers: int = 4
+    encoder_dim: int = 192
+    encoder_heads: int = 4
+    encoder_ffn_dim: int = 768
+    llm_layers: int = 3
+    llm_dim: int = 192
+    llm_heads: int = 4
+    llm_kv_heads: int = 4
+    llm_ffn_dim: int = 512
+    max_position_embeddings: int = 1024
+    # The encoder's input window in whole seconds; null derives it from the longest clip in the prepared data.
+    window_seconds: int | None = None
+
+    def problems(self) -> list[str]:
+        out = []
+        for name in ("vocab_size", "num_mel_bins", "encoder_layers", "encoder_dim", "encoder_heads", "encoder_ffn_dim",
+                     "llm_layers", "llm_dim", "llm_heads", "llm_kv_heads", "llm_ffn_dim", "max_position_embeddings"):
+            if getattr(self, name) < 1:
+                out.append(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.encoder_dim % max(self.encoder_heads, 1):
+            out.append(f"encoder_dim: {self.encoder_dim} must be divisible by encoder_heads={self.encoder_heads}")
+        if self.llm_dim % max(self.llm_heads, 1):
+            out.append(f"llm_dim: {self.llm_dim} must be divisible by llm_heads={self.llm_heads}")
+        if self.llm_heads % max(self.llm_kv_heads, 1):
+            out.append(f"llm_kv_heads: llm_heads={self.llm_heads} must be a multiple of it, got {self.llm_kv_heads}")
+        if self.vocab_size < 300:
+            out.append(f"vocab_size: byte-level BPE needs >= 300 (256 bytes + special tokens), got {self.vocab_size}")
+        if self.window_seconds is not None and not 1 <= self.window_seconds <= 30:
+            out.append(f"window_seconds: must be within [1, 30] or null, got {self.window_seconds}")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraSettings:
+    """LoRA on the LLM's linear layers (peft); `target_modules` are module names inside the LLM only."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.r < 1:
+            out.append(f"r: must be >= 1, got {self.r}")
+        if self.alpha <= 0:
+            out.append(f"alpha: must be > 0, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            out.append(f"dropout: must be within [0, 1), got {self.dropout}")
+        if not self.target_modules:
+            out.append("target_modules: list at least one module name, e.g. [q_proj, v_proj]")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Which SALLM the pipeline trains and what of it trains (steps/model.py).
+
+    `name_or_path` is `tiny` (the offline preset, built and pretrained by the pretrain stage), a local folder or a
+    hub id (Granite Speech, Qwen2-Audio). `finetune: lora` trains LoRA adapters on the LLM; the freeze switches say
+    whether the audio encoder / projector / LLM base weights train (in LoRA mode the LLM base is always frozen).
+    """
+
+    name_or_path: str = "tiny"
+    revision: str | None = None
+    trust_remote_code: bool = False
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = "auto"
+    finetune: Literal["full", "lora"] = "full"
+    freeze_audio_encoder: bool = False
+    freeze_projector: bool = False
+    freeze_llm: bool = False
+    lora: LoraSettings = LoraSettings()
+    tiny: TinyModelConfig = TinyModelConfig()
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.name_or_path:
+            out.append("name_or_path: empty; use 'tiny', a local model folder or a hub id")
+        if self.device not in ("auto", "cpu") and not self.device.startswith(("cuda", "mps")):
+            out.append(f"device: expected auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        if self.finetune == "full" and self.freeze_audio_encoder and self.freeze_projector and self.freeze_llm:
+            out.append("freeze_*: everything is frozen and finetune is 'full': nothing would train; "
+                       "unfreeze a part or use finetune: lora")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class CtcPhaseConfig:
+    """Pretrain phase 1: the audio encoder alone, CTC over characters on its pooled output (what the LLM sees)."""
+
+    steps: int = 600
+    batch_size: int = 32
+    lr: float = 2e-3
+    warmup_steps: int = 100
+
+    def problems(self) -> list[str]:
+        out = [f"{n}: must be >= 0, got {getattr(self, n)}" for n in ("steps", "warmup_steps") if getattr(self, n) < 0]
+        if self.batch_size < 1:
+            out.append(f"batch_size: must be >= 1, got {self.batch_size}")
+        if self.lr <= 0:
+            out.append(f"lr: must be > 0, got {self.lr}")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class SallmPhaseConfig:
+    """Pretrain phase 2: the whole SALLM, answer-only LM loss on an ASR/AST mix plus `ctc_weight` x the CTC loss."""
+
+    steps: int = 600
+    batch_size: int = 16
+    llm_lr: float = 2e-3
+    encoder_lr: float = 5e-4
+    warmup_steps: int = 50
+    ctc_weight: float = 0.3
+    asr_fraction: float = 0.5
+
+    def problems(self) -> list[str]:
+        out = [f"{n}: must be >= 0, got {getattr(self, n)}" for n in ("steps", "warmup_steps") if getattr(self, n) < 0]
+        if self.batch_size < 1:
+            out.append(f"batch_size: must be >= 1, got {self.batch_size}")
+        if self.llm_lr <= 0 or self.encoder_lr < 0:
+            out.append(f"llm_lr/encoder_lr: need llm_lr > 0 and encoder_lr >= 0, got {self.llm_lr}/{self.encoder_lr}")
+        if self.ctc_weight < 0:
+            out.append(f"ctc_weight: must be >= 0, got {self.ctc_weight}")
+        if not 0 <= self.asr_fraction <= 1:
+            out.append(f"asr_fraction: must be within [0, 1], got {self.asr_fraction}")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecAugmentConfig:
+    """Masking of the log-mel input during pretraining (SpecAugment-style); widths in mel bins / frames (10 ms)."""
+
+    freq_masks: int = 2
+    freq_width: int = 10
+    time_masks_per_second: float = 1.0
+    time_width: int = 10
+
+    def problems(self) -> list[str]:
+        return [f"{n}: must be >= 0, got {getattr(self, n)}"
+                for n in ("freq_masks", "freq_width", "time_masks_per_second", "time_width") if getattr(self, n) < 0]
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    """The pretrain stage (steps/pretrain.py): trains the tiny preset into a base that listens.
+
+    The budget is in optimiser steps (deterministic); the wall time it takes is measured and reported.
+    """
+
+    ctc: CtcPhaseConfig = CtcPhaseConfig()
+    sallm: SallmPhaseConfig = SallmPhaseConfig()
+    spec_augment: SpecAugmentConfig = SpecAugmentConfig()
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    eval_every: int = 200
+    curve_examples: int = 64
+    eval_batch_size: int = 32
+    max_new_tokens: int = 40
+    threads: int = 0
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.eval_every < 1:
+            out.append(f"eval_every: must be >= 1 step, got {self.eval_every}")
+        if self.curve_examples < 1 or self.eval_batch_size < 1 or self.max_new_tokens < 1:
+            out.append("curve_examples, eval_batch_size, max_new_tokens: must all be >= 1")
+        if self.threads < 0:
+            out.append(f"threads: must be >= 0 (0 = torch's default), got {self.threads}")
+        if self.grad_clip <= 0:
+            out.append(f"grad_clip: must be > 0, got {self.grad_clip}")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    seed: int = 1234
+    paths: PathsConfig = PathsConfig()
+    synth: SynthConfig = SynthConfig()
+    prepare: PrepareConfig = PrepareConfig()
+    model: ModelConfig = ModelConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+
+    def problems(self) -> list[str]:
+        return [] if self.seed >= 0 else [f"seed: must be >= 0, got {self.seed}"]
+
+
+# --------------------------------------------------------------------------------------------------- parsing
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    if tp is type(None):
+        return "null"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _convert(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
+    """Convert a YAML value to `tp`, appending a message to `errors` (and returning None) when it does not fit."""
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path, errors)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            trial: list[str] = []
+            result = _convert(arg, value, path, trial)
+            if not trial:
+                return result
+        errors.append(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        return None
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        hint = _did_you_mean(str(value), [str(a) for a in get_args(tp)])
+        errors.append(f"{path}: expected {_type_name(tp)}, got {value!r}.{hint}")
+        return None
+    if origin is tuple:
+        args = get_args(tp)
+        if not isinstance(value, list | tuple):
+            errors.append(f"{path}: expected a list, got {value!r}")
+            return None
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{path}[{i}]", errors) for i, v in enumerate(value))
+        if len(value) != len(args):
+            errors.append(f"{path}: expected a list of {len(args)} values, got {len(value)}: {value!r}")
+            return None
+        return tuple(_convert(a, v, f"{path}[{i}]", errors) for i, (a, v) in enumerate(zip(args, value, strict=True)))
+    if origin is dict:
+        key_tp, val_tp = get_args(tp)
+        if not isinstance(value, dict):
+            errors.append(f"{path}: expected a mapping, got {value!r}")
+            return None
+        return {_convert(key_tp, k, f"{path}", errors): _convert(val_tp, v, f"{path}.{k}", errors)
+                for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is Any:
+        return value
+    errors.append(f"{path}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    return None
+
+
+def _did_you_mean(word: str, options: Sequence[str]) -> str:
+    """The closest option, also matching the parts of snake_case names ('voises' -> 'train_voices')."""
+    def score(option: str) -> float:
+        parts = [option, *option.split("_")]
+        return max(difflib.SequenceMatcher(None, word.lower(), p.lower()).ratio() for p in parts)
+
+    best = max(options, key=score, default=None)
+    return f" Did you mean '{best}'?" if best is not None and score(best) >= 0.6 else ""
+
+
+def _build(cls: Any, raw: Any, path: str, errors: list[str]) -> Any:
+    """Build dataclass `cls` from a mapping; unknown keys and bad values go to `errors`."""
+    where = path or "the top level"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        errors.append(f"{where}: expected a mapping of keys, got {raw!r}")
+        return cls()
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            hint = _did_you_mean(str(key), names)
+            errors.append(f"{_join(path, str(key))}: unknown key.{hint} Valid keys here: {', '.join(names)}")
+    kwargs = {}
+    for name in names:
+        if name in raw:
+            before = len(errors)
+            value = _convert(hints[name], raw[name], _join(path, name), errors)
+            if len(errors) == before:  # a broken value keeps its (valid) default so the other checks still run
+                kwargs[name] = value
+    obj = cls(**kwargs)
+    check = getattr(obj, "problems", None)
+    if check is not None:
+        errors.extend(f"{_join(path, p)}" for p in check())
+    return obj
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one `key.path=value` override in place; the value is parsed as YAML (so 3, 0.5, true, [a, b] work)."""
+    if "=" not in assignment:
+        raise ConfigError("the command line", [f"override {assignment!r}: expected key.path=value"])
+    key_path, _, text = assignment.partition("=")
+    keys = key_path.strip().split(".")
+    node = raw
+    for k in keys[:-1]:
+        if not isinstance(node.get(k), dict):
+            node[k] = {}
+        node = node[k]
+    node[keys[-1]] = yaml.safe_load(text) if text.strip() else ""
+
+
+def load_config(params_path: str | Path = "params.yaml", overrides: Sequence[str] = ()) -> Config:
+    """Read params.yaml, apply overrides, validate everything, and return the typed config."""
+    params_path = Path(params_path)
+    if not params_path.is_file():
+        raise ConfigError(str(params_path), ["file not found; run from the repository root or pass --params FILE"])
+    try:
+        raw = yaml.safe_load(params_path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(params_path), [f"not valid YAML: {exc}"]) from exc
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return config_from_dict(raw, source=str(params_path))
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "the configuration") -> Config:
+    errors: list[str] = []
+    cfg = _build(Config, raw, "", errors)
+    if errors:
+        raise ConfigError(source, errors)
+    return cfg
+
+
+def to_dict(cfg: Any) -> Any:
+    """Plain YAML-friendly data (tuples become lists) for saving a resolved config."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    if isinstance(cfg, list | tuple):
+        return [to_dict(v) for v in cfg]
+    return cfg
+
+
+def stage_parser(description: str | None) -> argparse.ArgumentParser:
+    """The command line every stage shares: `--params FILE` and repeatable `-S key.path=value`."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a params key, e.g. -S prepare.workers=1 (repeatable)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    return load_config(args.params, args.overrides)
+

@@ -1,0 +1,83 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from steps.config import Config, ConfigError, apply_override, config_from_dict, load_config, to_dict
+from tests.conftest import REPO
+
+
+def test_repo_params_yaml_is_valid():
+    cfg = load_config(REPO / "params.yaml")
+    assert isinstance(cfg, Config)
+    assert set(cfg.prepare.tasks) == {"sqa", "ast", "pretrain"}
+
+
+def test_all_problems_reported_at_once_with_key_paths_and_fixes():
+    raw = {
+        "sed": 3,                                    # typo of a top-level key
+        "synth": {"voises": ["en"], "rate_wpm": [200, 100]},
+        "prepare": {"sample_rate": "16k", "max_bad_fraction": 1.5,
+                    "tasks": {"ast": {"source": {"kind": "covost", "path": "x"},
+                                      "prompts": {"ast": ["no placeholder here"]}}}},
+    }
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(raw, source="params.yaml")
+    msg = str(info.value)
+    problems = info.value.problems
+    assert len(problems) == 7, msg
+    assert "sed: unknown key. Did you mean 'seed'?" in msg
+    assert "synth.voises: unknown key. Did you mean 'train_voices'?" in msg
+    assert "synth.rate_wpm: needs 80 <= min <= max <= 450" in msg
+    assert "prepare.sample_rate: expected an integer, got '16k'" in msg
+    assert "prepare.max_bad_fraction: must be within [0, 1]" in msg
+    assert "prepare.tasks.ast.source.kind" in msg and "Did you mean 'covost2'?" in msg
+    assert "prepare.tasks.ast.prompts.ast[0]: must contain '<|audio|>' exactly once" in msg
+
+
+def test_speaker_disjointness_is_enforced():
+    with pytest.raises(ConfigError, match="speaker-disjoint"):
+        config_from_dict({"synth": {"train_voices": ["en-US", "en"], "test_voices": ["en"]}})
+
+
+def test_bool_is_not_an_integer():
+    with pytest.raises(ConfigError, match="seed: expected an integer, got True"):
+        config_from_dict({"seed": True})
+
+
+def test_overrides_parse_yaml_values_and_nested_paths(tmp_path: Path):
+    params = tmp_path / "params.yaml"
+    params.write_text((REPO / "params.yaml").read_text())
+    cfg = load_config(params, ["prepare.workers=1", "synth.noise_snr_db=20", "synth.sizes.ast.train=7",
+                               "synth.test_voices=[en-US-nyc]"])
+    assert cfg.prepare.workers == 1
+    assert cfg.synth.noise_snr_db == 20.0
+    assert cfg.synth.sizes.ast.train == 7
+    assert cfg.synth.test_voices == ("en-US-nyc",)
+
+
+def test_override_of_unknown_key_is_reported(tmp_path: Path):
+    params = tmp_path / "params.yaml"
+    params.write_text("seed: 1\n")
+    with pytest.raises(ConfigError, match=r"prepare.sample_rat: unknown key. Did you mean 'sample_rate'\?"):
+        load_config(params, ["prepare.sample_rat=8000"])
+
+
+def test_override_needs_equals():
+    with pytest.raises(ConfigError, match=r"expected key\.path=value"):
+        apply_override({}, "seed")
+
+
+def test_missing_and_invalid_yaml_files(tmp_path: Path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_resolved_config_round_trips():
+    cfg = load_config(REPO / "params.yaml")
+    again = config_from_dict(yaml.safe_load(yaml.safe_dump(to_dict(cfg))))
+    assert again == cfg
