@@ -1,0 +1,80 @@
+"""The offline spoken corpus: espeak-ng audio, speaker-disjoint test split, determinism."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from steps.audio import dbfs
+from steps.config import config_from_dict
+from steps.io import read_jsonl
+from steps.synth import plan_corpus, run_synth
+from steps.tts import Speaker, TTSError, add_noise
+
+TINY = {"seed": 7, "synth": {"workers": 1, "sizes": {p: {"train": 4, "validation": 2, "test": 3}
+                                                      for p in ("ast", "sqa", "pretrain")}}}
+
+
+@pytest.mark.parametrize("voice", ["en-US", "en-GB-x-rp+f2", "en-029+m3"])
+def test_tts_audio_is_speech_like(voice: str):
+    tts = Speaker.get()
+    text = "The old man reads a red book in the garden."
+    audio = tts.say(text, voice=voice, rate_wpm=175, pitch=50)
+    seconds = audio.size / tts.sample_rate
+    assert tts.sample_rate == 22050 and audio.dtype == np.float32
+    assert dbfs(audio) > -35.0                                   # clearly not silent
+    assert 0.6 * 10 / (175 / 60) < seconds < 1.8 * 10 / (175 / 60)   # 10 words at ~175 words per minute
+    faster = tts.say(text, voice=voice, rate_wpm=300, pitch=50)
+    assert faster.size < 0.8 * audio.size
+
+
+def test_tts_rejects_unknown_voice_and_empty_text():
+    with pytest.raises(TTSError, match="unknown espeak voice 'xx-nowhere'"):
+        Speaker.get().say("Hello.", voice="xx-nowhere")
+    with pytest.raises(TTSError, match="empty text"):
+        Speaker.get().say("  ", voice="en-US")
+
+
+def test_noise_hits_the_requested_snr():
+    rng = np.random.default_rng(0)
+    clean = (0.3 * np.sin(np.linspace(0, 2000, 40000))).astype(np.float32)
+    noisy = add_noise(clean, 10.0, rng)
+    snr = 10 * np.log10(np.mean(clean.astype(np.float64) ** 2) / np.mean((noisy - clean).astype(np.float64) ** 2))
+    assert snr == pytest.approx(10.0, abs=0.3)
+
+
+def test_plan_is_deterministic_speaker_disjoint_and_pools_are_text_disjoint():
+    cfg = config_from_dict({**TINY, "synth": {**TINY["synth"], "sizes": {
+        p: {"train": 60, "validation": 10, "test": 20} for p in ("ast", "sqa", "pretrain")}}})
+    plan = plan_corpus(cfg)
+    assert plan == plan_corpus(cfg)
+    for pool, splits in plan.items():
+        train_speakers = {r["speaker"].split("+")[0] for s in ("train", "validation") for r in splits[s]}
+        test_speakers = {r["speaker"].split("+")[0] for r in splits["test"]}
+        assert train_speakers <= set(cfg.synth.train_voices), pool
+        assert test_speakers <= set(cfg.synth.test_voices), pool
+        assert not train_speakers & test_speakers
+        texts = [r["text"] + r.get("question", "") for s in splits.values() for r in s]
+        assert len(texts) == len(set(texts)), f"{pool}: an utterance appears in two splits"
+    ast_sentences = {r["text"] for s in plan["ast"].values() for r in s}
+    pretrain_sentences = {r["text"] for s in plan["pretrain"].values() for r in s}
+    assert not ast_sentences & pretrain_sentences
+    assert {r["task"] for s in plan["pretrain"].values() for r in s} == {"asr", "ast"}
+    assert all("question" not in r for s in plan["pretrain"].values() for r in s)   # no QA in pretraining
+
+
+def test_run_synth_writes_wavs_and_manifests(tmp_path: Path):
+    cfg = config_from_dict(TINY)
+    run_synth(cfg, tmp_path)
+    for pool in ("ast", "sqa", "pretrain"):
+        rows = read_jsonl(tmp_path / pool / "test.jsonl")
+        assert len(rows) == 3
+        for row in rows:
+            audio, rate = sf.read(tmp_path / pool / row["audio"], dtype="float32")
+            assert rate == 22050 and sf.info(tmp_path / pool / row["audio"]).subtype == "PCM_16"
+            assert row["duration"] == pytest.approx(audio.size / rate, abs=1e-3)
+            assert dbfs(audio) > -40.0
+    sqa = read_jsonl(tmp_path / "sqa" / "train.jsonl")[0]
+    assert {"text", "question", "answer", "kind", "speaker", "rate_wpm", "pitch"} <= set(sqa)
+    assert (tmp_path / "ast" / "resolved_params.yaml").is_file()
