@@ -28,7 +28,7 @@ class AudioLimits:
 
 
 def decode(path: str | Path | None = None, data: bytes | None = None) -> tuple[np.ndarray, int]:
-    """Read an audio file (or its bytes, as datasets stores them) as float32 (frames, channels) plus its rate."""
+    """Read an audio file (or its bytes, as datasets stores them) as float32, (frames,) or (frames, channels)."""
     name = str(path) if path is not None else "<in-memory audio>"
     if data is None:
         if path is None or not Path(path).is_file():
@@ -37,14 +37,16 @@ def decode(path: str | Path | None = None, data: bytes | None = None) -> tuple[n
     else:
         source = io.BytesIO(data)
     try:
-        audio, rate = sf.read(source, dtype="float32", always_2d=True)
+        audio, rate = sf.read(source, dtype="float32")
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
         raise AudioError(f"cannot decode {name}: {exc}") from exc
     return audio, rate
 
 
 def to_mono(data: np.ndarray) -> np.ndarray:
-    return data.mean(axis=1, dtype=np.float32) if data.ndim == 2 else data.astype(np.float32, copy=False)
+    if data.ndim == 1:
+        return data
+    return data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
 
 
 def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
@@ -66,14 +68,15 @@ def check(audio: np.ndarray, rate: int, limits: AudioLimits, name: str) -> None:
     """Raise AudioError when a decoded clip is empty, broken, silent, too short or too long."""
     if audio.size == 0:
         raise AudioError(f"empty audio (0 samples): {name}")
-    if not np.isfinite(audio).all():
+    energy = float(np.dot(audio, audio))  # one pass: a NaN or inf sample makes it non-finite, else it gives the level
+    if not np.isfinite(energy):
         raise AudioError(f"audio contains NaN or infinite samples: {name}")
     seconds = audio.shape[0] / rate
     if seconds < limits.min_seconds:
         raise AudioError(f"too short ({seconds:.2f} s < prepare.min_seconds={limits.min_seconds}): {name}")
     if seconds > limits.max_seconds:
         raise AudioError(f"too long ({seconds:.2f} s > prepare.max_seconds={limits.max_seconds}): {name}")
-    level = dbfs(audio)
+    level = 10.0 * np.log10(energy / audio.size) if energy > 0 else float("-inf")
     if level < limits.silence_dbfs:
         raise AudioError(f"silent ({level:.1f} dBFS < prepare.silence_dbfs={limits.silence_dbfs}): {name}")
 
@@ -88,8 +91,7 @@ def load(path: str | Path | None, rate_out: int, limits: AudioLimits, data: byte
 
 def from_array(array: np.ndarray, rate_in: int, rate_out: int, limits: AudioLimits, name: str) -> np.ndarray:
     """The same as `load` for audio that a dataset library already decoded."""
-    audio = np.asarray(array, dtype=np.float32)
-    audio = resample(to_mono(audio) if audio.ndim == 2 else audio, rate_in, rate_out)
+    audio = resample(to_mono(np.asarray(array, dtype=np.float32)), rate_in, rate_out)
     check(audio, rate_out, limits, name)
     return audio
 
@@ -100,7 +102,7 @@ def write_wav(path: str | Path, audio: np.ndarray, rate: int) -> None:
 
 
 def load_job(job: tuple[str | None, bytes | None, int, AudioLimits]) -> tuple[np.ndarray | None, str | None]:
-    """Worker entry for a process pool: (audio, None) or (None, reason). Lives here so workers import little."""
+    """Worker entry for a pool: (audio, None) or (None, reason)."""
     path, data, rate_out, limits = job
     try:
         return load(path, rate_out, limits, data=data), None
