@@ -39,7 +39,9 @@ def decode(path: str | Path | None = None, data: bytes | None = None) -> tuple[n
     try:
         audio, rate = sf.read(source, dtype="float32")
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
-        raise AudioError(f"cannot decode {name}: {exc}") from exc
+        # libsndfile says "does not exist or is not a regular file" for files it cannot parse: say what it means.
+        detail = getattr(exc, "error_string", None) or str(exc)
+        raise AudioError(f"cannot decode {name} (corrupt or unsupported format; libsndfile: {detail})") from exc
     return audio, rate
 
 

@@ -91,12 +91,17 @@ def _rows_to_examples(rows: list[dict[str, Any]], cfg: SourceConfig, audio_root:
     if rows and cols["audio"] not in rows[0]:
         raise SourceError(f"{origin}: no audio column {cols['audio']!r} (columns: {sorted(rows[0])}); set "
                           "source.columns.audio to the column holding the audio file path")
+    seen: set[str] = set()
     for i, row in enumerate(rows):
         audio = str(row.get(cols["audio"]) or "")
         text = {f: _text(row.get(cols[f])) for f in ("text", "question", "answer", "translation") if cols.get(f) in row}
         ident = _text(row.get(cols["id"])) if cols.get("id") in row else ""
+        if not ident:  # the clip's name, made unique where a clip appears in several rows
+            ident = Path(audio).stem or f"row{i}"
+            ident = f"{ident}-{i}" if ident in seen else ident
+        seen.add(ident)
         yield RawExample(
-            id=ident or f"{Path(audio).stem or 'row'}-{i}",
+            id=ident,
             audio_path=str(audio_root / audio) if audio else None,
             text=text,
             speaker=_text(row.get(cols["speaker"])) if cols.get("speaker") in row else "",
