@@ -7,7 +7,8 @@ Pools (each `data/synth/<pool>/<split>.jsonl` plus `wavs/*.wav`, 16-bit at espea
   listen and translate, but, like the paper's base model, has never been taught spoken QA.
 
 Train and validation use `synth.train_voices`; test uses `synth.test_voices` only, so test scores measure
-generalisation to unseen speakers. Deterministic under `seed`.
+generalisation to unseen speakers. Texts, speakers and noise are deterministic under `seed`; espeak's waveforms are
+nearly so (see `_speak_shard`).
 
     python -m steps.synth [--params params.yaml] [-S synth.sizes.ast.train=500]
 """
@@ -33,6 +34,8 @@ from steps.io import atomic_dir, write_jsonl, write_yaml
 POOLS: tuple[str, ...] = ("ast", "sqa", "pretrain")
 # Splits are drawn test first, so a sentence that could appear in several splits lands in the held-out one.
 _DRAW_ORDER: tuple[str, ...] = ("test", "validation", "train")
+# Clips per fresh worker process: fixed (not derived from synth.workers) so the audio does not depend on it.
+_SHARD_SIZE = 500
 
 
 def _distinct(draw: Callable[[], tuple[str, dict[str, Any]]], n: int, taken: set[str], what: str) -> list[dict]:
@@ -95,17 +98,24 @@ def _noise_seed(seed: int, ident: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{ident}".encode()).digest()[:8], "little")
 
 
-def _speak(job: tuple[dict[str, Any], str, float | None, int]) -> tuple[str, float]:
-    """Worker: synthesise one row into its WAV file; returns (id, duration in seconds)."""
+def _speak_shard(jobs: list[tuple[dict[str, Any], str, float | None, int]]) -> list[tuple[str, float]]:
+    """Worker: synthesise a shard of rows into WAV files; returns (id, duration in seconds) per row.
+
+    libespeak-ng carries state from one utterance to the next (the same text comes out slightly different after
+    different predecessors), so each shard runs in a fresh process, in a fixed order: the audio is then
+    byte-identical under the seed whatever the number of workers.
+    """
     from steps.tts import Speaker, add_noise
 
-    row, out_dir, snr_db, seed = job
     tts = Speaker.get()
-    audio = tts.say(row["text"], voice=row["speaker"], rate_wpm=row["rate_wpm"], pitch=row["pitch"])
-    if snr_db is not None:
-        audio = add_noise(audio, snr_db, np.random.default_rng(_noise_seed(seed, row["id"])))
-    write_wav(Path(out_dir) / row["audio"], audio, tts.sample_rate)
-    return row["id"], audio.shape[0] / tts.sample_rate
+    done = []
+    for row, out_dir, snr_db, seed in jobs:
+        audio = tts.say(row["text"], voice=row["speaker"], rate_wpm=row["rate_wpm"], pitch=row["pitch"])
+        if snr_db is not None:
+            audio = add_noise(audio, snr_db, np.random.default_rng(_noise_seed(seed, row["id"])))
+        write_wav(Path(out_dir) / row["audio"], audio, tts.sample_rate)
+        done.append((row["id"], audio.shape[0] / tts.sample_rate))
+    return done
 
 
 def run_synth(cfg: Config, out_root: Path) -> Path:
@@ -113,17 +123,18 @@ def run_synth(cfg: Config, out_root: Path) -> Path:
     plan = plan_corpus(cfg)
     total = sum(len(rows) for splits in plan.values() for rows in splits.values())
     started = time.perf_counter()
-    ctx = get_context("spawn")  # libespeak-ng keeps global state: one fresh engine per worker process
-    with ctx.Pool(cfg.synth.workers) as pool, tqdm(total=total, desc="synth", unit="clip") as bar:
+    ctx = get_context("spawn")  # a fresh engine per shard: see _speak_shard
+    with ctx.Pool(cfg.synth.workers, maxtasksperchild=1) as pool, tqdm(total=total, desc="synth", unit="clip") as bar:
         for pool_name, splits in plan.items():
             with atomic_dir(out_root / pool_name) as tmp:
                 (tmp / "wavs").mkdir()
                 jobs = [(row, str(tmp), cfg.synth.noise_snr_db, cfg.seed) for split in SPLITS
                         for row in splits.get(split, [])]
+                shards = [jobs[i:i + _SHARD_SIZE] for i in range(0, len(jobs), _SHARD_SIZE)]
                 durations: dict[str, float] = {}
-                for ident, seconds in pool.imap_unordered(_speak, jobs, chunksize=16):
-                    durations[ident] = seconds
-                    bar.update()
+                for done in pool.imap_unordered(_speak_shard, shards):
+                    durations.update(done)
+                    bar.update(len(done))
                 for split in SPLITS:
                     rows = splits.get(split, [])
                     for row in rows:

@@ -162,3 +162,44 @@ def test_template_choice_is_stable_and_spread():
 def test_text_normalisation():
     assert normalise_text("  Der\tHund \n läuft.  ") == "Der Hund läuft."
     assert normalise_text("Cafe\u0301") == "Caf\u00e9"
+
+
+def test_hf_load_dataset_from_a_local_json_folder(tmp_path: Path):
+    """`datasets.load_dataset(folder)`: the route a user takes for LibriSQA exported as JSON lines + audio files."""
+    folder = tmp_path / "librisqa_json"
+    (folder / "audio").mkdir(parents=True)
+    rows = []
+    for i in range(3):
+        sf.write(folder / "audio" / f"u{i}.flac", sine(300 + 50 * i, 16000, 1.2), 16000)
+        rows.append({"audio_path": f"audio/u{i}.flac", "question": f"What is in part {i}?", "answer": f"Part {i}."})
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    source = {"kind": "hf", "path": str(folder), "splits": {"train": "train"}, "columns": {"audio": "audio_path"}}
+    out = run_prepare(cfg_for("sqa", source, SQA_PROMPTS), "sqa", tmp_path, tmp_path / "out")
+    got = datasets.load_from_disk(str(out / "train"))
+    assert got["reference"] == ["Part 0.", "Part 1.", "Part 2."]
+    assert [round(d, 1) for d in got["duration"]] == [1.2, 1.2, 1.2]
+
+
+def test_synthetic_source_end_to_end(tmp_path: Path):
+    """synth -> prepare on the default prompts: pools keep their per-row task, test speakers stay held out."""
+    from steps.config import load_config
+    from steps.synth import run_synth
+    from tests.conftest import REPO
+
+    sizes = [f"synth.sizes.{p}.{s}={n}" for p in ("ast", "sqa", "pretrain")
+             for s, n in (("train", 6), ("validation", 2), ("test", 3))]
+    cfg = load_config(REPO / "params.yaml", [*sizes, "synth.workers=1", "prepare.workers=1"])
+    run_synth(cfg, tmp_path / "data" / "synth")
+    for pool in ("sqa", "pretrain"):
+        out = run_prepare(cfg, pool, tmp_path, tmp_path / "data" / "prepared" / pool)
+        train, test = (datasets.load_from_disk(str(out / s)) for s in ("train", "test"))
+        assert train.num_rows == 6 and test.num_rows == 3
+        assert not {s.split("+")[0] for s in train["speaker"]} & {s.split("+")[0] for s in test["speaker"]}
+        if pool == "sqa":
+            assert set(train["task"]) == {"sqa"}
+            assert all(q and q in p for q, p in zip(train["question"], train["prompt"], strict=True))
+        else:
+            assert set(train["task"]) <= {"asr", "ast"}
+            for row in train:
+                expected = row["transcript"] if row["task"] == "asr" else None
+                assert row["reference"] == expected or row["task"] == "ast"
