@@ -279,8 +279,8 @@ class ModelConfig:
 class CtcPhaseConfig:
     """Pretrain phase 1: the audio encoder alone, CTC over characters on its pooled output (what the LLM sees)."""
 
-    steps: int = 600
-    batch_size: int = 32
+    steps: int = 1200
+    batch_size: int = 16
     lr: float = 2e-3
     warmup_steps: int = 100
 
@@ -297,10 +297,10 @@ class CtcPhaseConfig:
 class SallmPhaseConfig:
     """Pretrain phase 2: the whole SALLM, answer-only LM loss on an ASR/AST mix plus `ctc_weight` x the CTC loss."""
 
-    steps: int = 600
+    steps: int = 1000
     batch_size: int = 16
     llm_lr: float = 2e-3
-    encoder_lr: float = 5e-4
+    encoder_lr: float = 1e-3
     warmup_steps: int = 50
     ctc_weight: float = 0.3
     asr_fraction: float = 0.5
@@ -344,8 +344,8 @@ class PretrainConfig:
     spec_augment: SpecAugmentConfig = SpecAugmentConfig()
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    eval_every: int = 200
-    curve_examples: int = 64
+    eval_every: int = 300
+    curve_examples: int = 48
     eval_batch_size: int = 32
     max_new_tokens: int = 40
     threads: int = 0
@@ -364,6 +364,105 @@ class PretrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SftConfig:
+    """The sft stage (steps/sft.py): TRL's SFTTrainer on one task's train split, starting from models/base.
+
+    `max_steps` > 0 overrides `epochs`. Validation every `eval_every` optimiser steps on the first `eval_examples`
+    of the validation split: loss, and BLEU by greedy generation; the checkpoint kept is the best on that BLEU.
+    Checkpoints go to `<paths.models>/.work/sft/<task>` (resumed after an interruption, deleted after success).
+    """
+
+    lr: float = 1e-3
+    lr_scheduler: Literal["cosine", "linear", "constant_with_warmup", "cosine_with_min_lr"] = "cosine"
+    warmup_ratio: float = 0.05
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 16
+    grad_accumulation: int = 1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    train_limit: int | None = None
+    eval_every: int = 50
+    eval_examples: int = 64
+    eval_batch_size: int = 32
+    max_new_tokens: int = 48
+    logging_steps: int = 1
+    save_total_limit: int = 2
+    keep_checkpoints: bool = False
+    threads: int = 0
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.lr <= 0:
+            out.append(f"lr: must be > 0, got {self.lr}")
+        if not 0 <= self.warmup_ratio < 1:
+            out.append(f"warmup_ratio: must be within [0, 1), got {self.warmup_ratio}")
+        if self.max_steps <= 0 and self.epochs <= 0:
+            out.append(f"epochs/max_steps: set epochs > 0 or max_steps > 0, got {self.epochs}/{self.max_steps}")
+        for name in ("batch_size", "grad_accumulation", "eval_every", "eval_examples", "eval_batch_size",
+                     "max_new_tokens", "logging_steps", "save_total_limit"):
+            if getattr(self, name) < 1:
+                out.append(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.train_limit is not None and self.train_limit < 1:
+            out.append(f"train_limit: must be a positive number of examples or null (all), got {self.train_limit}")
+        if self.max_grad_norm <= 0:
+            out.append(f"max_grad_norm: must be > 0, got {self.max_grad_norm}")
+        if self.threads < 0:
+            out.append(f"threads: must be >= 0 (0 = torch's default), got {self.threads}")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """The evaluate stage (steps/evaluate.py): one model on one task's `split`.
+
+    Decoding: `sampled_runs` runs of the paper's sampling (top-p, temperature), reported as mean and std, plus greedy;
+    the listening check decodes greedily again with every example's audio swapped for another's. `extra_models`
+    names further checkpoints (name: folder) that `--model NAME` can evaluate. `langs` gives each task's reference
+    language (sacrebleu's default tokenizer and ROUGE's tokenizer follow it); `wer_tasks` get WER too.
+    """
+
+    split: Literal["train", "validation", "test"] = "test"
+    limit: int | None = None
+    sampled_runs: int = 3
+    temperature: float = 0.9
+    top_p: float = 0.9
+    greedy: bool = True
+    listening: bool = True
+    max_new_tokens: int = 64
+    batch_size: int = 32
+    bleu_tokenize: str | None = None
+    lowercase: bool = False
+    bertscore_model: str | None = None
+    langs: dict[str, str] = dataclasses.field(default_factory=lambda: {"sqa": "en", "ast": "de", "asr": "en"})
+    wer_tasks: tuple[str, ...] = ("asr",)
+    extra_models: dict[str, str] = dataclasses.field(default_factory=dict)
+    threads: int = 0
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.limit is not None and self.limit < 2:
+            out.append(f"limit: must be >= 2 examples (the listening check swaps audio) or null, got {self.limit}")
+        if self.sampled_runs < 0:
+            out.append(f"sampled_runs: must be >= 0, got {self.sampled_runs}")
+        if self.sampled_runs == 0 and not self.greedy:
+            out.append("sampled_runs/greedy: nothing to decode; set sampled_runs >= 1 or greedy: true")
+        if self.temperature <= 0:
+            out.append(f"temperature: must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            out.append(f"top_p: must be within (0, 1], got {self.top_p}")
+        for name in ("max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                out.append(f"{name}: must be >= 1, got {getattr(self, name)}")
+        clash = sorted(set(self.extra_models) & {"base", "sft", "grpo", "mpgrpo"})
+        if clash:
+            out.append(f"extra_models: {clash} are pipeline model names; give extra checkpoints other names")
+        if self.threads < 0:
+            out.append(f"threads: must be >= 0 (0 = torch's default), got {self.threads}")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     seed: int = 1234
     paths: PathsConfig = PathsConfig()
@@ -371,6 +470,8 @@ class Config:
     prepare: PrepareConfig = PrepareConfig()
     model: ModelConfig = ModelConfig()
     pretrain: PretrainConfig = PretrainConfig()
+    sft: SftConfig = SftConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
     def problems(self) -> list[str]:
         return [] if self.seed >= 0 else [f"seed: must be >= 0, got {self.seed}"]

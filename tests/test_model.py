@@ -1,0 +1,142 @@
+"""Loading helpers, what trains (freeze switches, LoRA), training batches and generation."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from steps.config import LoraSettings, ModelConfig
+from steps.model import (
+    ADAPTERS,
+    GenerationSettings,
+    adapter_for,
+    apply_finetune_switches,
+    choose_dtype,
+    encode_for_training,
+    generate,
+    get_submodule,
+    model_inputs,
+    resolve_base,
+    split_prompt,
+)
+from tests.tiny_sallm import speech_rows_fixture, tiny_sallm_fixture  # noqa: F401
+
+
+def training_batch(model, processor, rows):
+    adapter = adapter_for(model)
+    batch = encode_for_training(processor, adapter, [r["prompt"] for r in rows], [r["reference"] for r in rows],
+                                [r["audio"] for r in rows])
+    return model_inputs(batch, adapter)
+
+
+def test_split_prompt_needs_exactly_one_marker() -> None:
+    assert split_prompt("a <|audio|> b") == ("a ", " b")
+    with pytest.raises(ValueError, match="exactly once"):
+        split_prompt("no marker")
+
+
+def test_choose_dtype() -> None:
+    assert choose_dtype("auto", torch.device("cpu")) is torch.float32
+    assert choose_dtype("bfloat16", torch.device("cpu")) is torch.bfloat16
+
+
+def test_unknown_family_is_a_clear_error() -> None:
+    class Config:
+        model_type = "wav2vec2"
+
+    with pytest.raises(ValueError, match="not supported yet"):
+        adapter_for(Config())
+
+
+def test_granite_adapter_inlines_the_audio_token() -> None:
+    assert ADAPTERS["granite_speech"].user_content("Hear <|audio|> now", "<|audio|>") == "Hear <|audio|> now"
+    parts = ADAPTERS["qwen2_audio"].user_content("Hear <|audio|> now", "<|AUDIO|>")
+    assert parts == [{"type": "text", "text": "Hear "}, {"type": "audio"}, {"type": "text", "text": " now"}]
+
+
+def test_resolve_base_follows_the_pointer(tmp_path) -> None:
+    (tmp_path / "base_model.json").write_text(json.dumps({"name_or_path": "org/model", "revision": "abc123"}))
+    assert resolve_base(tmp_path) == ("org/model", "abc123")
+    assert resolve_base(tmp_path / "elsewhere") == (str(tmp_path / "elsewhere"), None)
+
+
+def test_labels_cover_only_the_answer_and_eos(tiny_sallm, speech_rows) -> None:
+    model, processor = tiny_sallm
+    rows = speech_rows[:3]
+    batch = training_batch(model, processor, rows)
+    tok = processor.tokenizer
+    for row, labels in zip(rows, batch["labels"], strict=True):
+        kept = labels[labels != -100].tolist()
+        assert tok.decode(kept) == row["reference"] + tok.eos_token
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_audio_encoder_gets_gradient_unless_frozen(tiny_sallm, speech_rows, freeze: bool) -> None:
+    model = copy.deepcopy(tiny_sallm[0])
+    model = apply_finetune_switches(model, ModelConfig(freeze_audio_encoder=freeze))
+    model.zero_grad(set_to_none=True)
+    model(**training_batch(model, tiny_sallm[1], speech_rows[:2])).loss.backward()
+    encoder = get_submodule(model, "model.audio_tower")
+    grads = [p.grad for name, p in encoder.named_parameters() if "embed_positions" not in name]
+    if freeze:
+        assert all(g is None for g in grads)
+    else:
+        assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    assert model.model.audio_tower.embed_positions.weight.grad is None  # sinusoids never train
+    assert model.lm_head.weight.grad is not None
+
+
+def test_freeze_llm_and_projector(tiny_sallm) -> None:
+    model = apply_finetune_switches(copy.deepcopy(tiny_sallm[0]), ModelConfig(freeze_llm=True, freeze_projector=True))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("model.audio_tower.") for n in trainable)
+
+
+def test_lora_trains_only_adapters_and_leaves_base_weights(tiny_sallm, speech_rows) -> None:
+    model, processor = tiny_sallm
+    base = copy.deepcopy(model)
+    cfg = ModelConfig(finetune="lora", freeze_audio_encoder=True, freeze_projector=True,
+                      lora=LoraSettings(r=4, alpha=8, dropout=0.0))
+    peft_model = apply_finetune_switches(base, cfg)
+    trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert all("language_model" in n for n in trainable), "LoRA must stay inside the LLM (not the audio encoder)"
+    before = {n: p.detach().clone() for n, p in peft_model.named_parameters()}
+    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
+    batch = training_batch(model, processor, speech_rows[:2])
+    for _ in range(3):
+        opt.zero_grad()
+        peft_model(**batch).loss.backward()
+        opt.step()
+    for name, param in peft_model.named_parameters():
+        if "lora_" not in name:
+            assert torch.equal(before[name], param.detach()), f"base weight {name} changed"
+    assert any("lora_B" in n and not torch.equal(before[n], p) for n, p in peft_model.named_parameters())
+
+
+def test_lora_with_trainable_encoder_saves_it_too(tiny_sallm) -> None:
+    peft_model = apply_finetune_switches(copy.deepcopy(tiny_sallm[0]), ModelConfig(finetune="lora"))
+    trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    assert any("audio_tower" in n and "lora_" not in n for n in trainable)
+    assert not any("embed_positions" in n for n in trainable)
+
+
+def test_generation_is_batched_in_order_and_cache_does_not_change_greedy(tiny_sallm, speech_rows) -> None:
+    model, processor = tiny_sallm
+    rows = speech_rows[:4]
+    prompts, audios = [r["prompt"] for r in rows], [r["audio"] for r in rows]
+    settings = GenerationSettings(max_new_tokens=6)
+    batched = generate(model, processor, prompts, audios, settings, batch_size=4)
+    single = [generate(model, processor, [p], [a], settings, batch_size=1)[0] for p, a in zip(prompts, audios,
+                                                                                             strict=True)]
+    no_cache = generate(model, processor, prompts, audios, GenerationSettings(max_new_tokens=6, use_cache=False),
+                        batch_size=4)
+    assert batched == single == no_cache
+    sampled = generate(model, processor, prompts, audios, GenerationSettings(max_new_tokens=6, do_sample=True,
+                                                                           temperature=0.9, top_p=0.9), seed=3)
+    again = generate(model, processor, prompts, audios, GenerationSettings(max_new_tokens=6, do_sample=True,
+                                                                         temperature=0.9, top_p=0.9), seed=3)
+    assert sampled == again and len(sampled) == 4
