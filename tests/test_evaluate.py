@@ -1,0 +1,109 @@
+"""The evaluate stage: metrics file fields, predictions with every run, and SFT beating the untrained model."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import sacrebleu
+
+from steps.config import ConfigError, config_from_dict
+from steps.evaluate import (
+    Decoded,
+    available_models,
+    build_metrics,
+    model_path,
+    prediction_rows,
+    run_evaluate,
+    spread,
+)
+from steps.io import read_jsonl
+from steps.sft import run_sft
+from tests.test_sft import TASK, micro_config, sft_paths, workspace
+from tests.tiny_sallm import speech_rows_fixture, to_dataset  # noqa: F401
+
+REFS = ["the cat sat on the mat", "a dog runs in the park", "we read a book today"]
+
+
+@pytest.fixture(autouse=True)
+def no_tracking(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPEECH_GRPO_TRACKING", "off")
+
+
+def test_spread_is_mean_and_sample_std_over_runs() -> None:
+    runs = [{"bleu": 10.0, "chrf": 30.0, "bertscore_f1": None}, {"bleu": 20.0, "chrf": 50.0, "bertscore_f1": None}]
+    out = spread(runs)
+    assert out["mean"] == {"bleu": 15.0, "chrf": 40.0}
+    assert math.isclose(out["std"]["bleu"], math.sqrt(50.0))
+    assert "bertscore_f1" not in out["mean"]  # skipped metrics are never averaged into a number
+    assert spread(runs[:1])["std"]["bleu"] == 0.0
+
+
+@pytest.mark.slow  # METEOR loads WordNet (~4 s)
+def test_metrics_fields_match_sacrebleu_and_carry_the_signature() -> None:
+    cfg = config_from_dict({"evaluate": {"sampled_runs": 2}})
+    greedy = ["the cat sat on the mat", "a dog runs in a park", "we read books"]
+    decoded = Decoded(sampled=[greedy, ["the cat", "a dog", "we"]], greedy=greedy, swapped=["x y", "y z", "z w"])
+    m = build_metrics(decoded, REFS, "sqa", cfg.evaluate)
+    assert math.isclose(m["bleu"], sacrebleu.corpus_bleu(greedy, [REFS]).score, abs_tol=1e-3)
+    assert m["bleu_swapped"] < m["bleu"] and m["listening_gap_bleu"] == pytest.approx(m["bleu"] - m["bleu_swapped"])
+    for key in ("chrf", "rouge1", "rouge2", "rougeL", "meteor", "bleu_sampled_mean", "bleu_sampled_std",
+                "chrf_sampled_mean", "bleu_swapped", "chrf_swapped"):
+        assert isinstance(m[key], float), key
+    assert m["bertscore_f1"] is None and "bertscore_skipped" in m["signatures"]
+    assert m["signatures"]["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+    assert m["sampled"]["runs"] == 2 and len(m["sampled"]["per_run"]) == 2
+    assert m["sampled"]["temperature"] == 0.9 and m["sampled"]["top_p"] == 0.9
+    assert "wer" not in m  # sqa is not transcription
+
+
+@pytest.mark.slow  # METEOR loads WordNet (~4 s)
+def test_transcription_tasks_get_wer() -> None:
+    cfg = config_from_dict({"evaluate": {"sampled_runs": 0}})
+    m = build_metrics(Decoded(greedy=list(REFS)), REFS, "asr", cfg.evaluate)
+    assert m["wer"] == 0.0 and m["bleu"] == pytest.approx(100.0)
+
+
+def test_predictions_hold_every_run(speech_rows) -> None:
+    ds = to_dataset(speech_rows[:2])
+    decoded = Decoded(sampled=[["a", "b"], ["c", "d"], ["e", "f"]], greedy=["g", "h"], swapped=["i", "j"])
+    rows = prediction_rows(ds, decoded)
+    row = speech_rows[1]
+    assert rows[1] == {"id": row["id"], "prompt": row["prompt"], "reference": row["reference"],
+                       "sampled": ["b", "d", "f"], "greedy": "h", "swapped": "j"}
+
+
+def test_models_are_found_by_name_and_extras_listed_in_params(tmp_path: Path) -> None:
+    cfg = config_from_dict({"evaluate": {"extra_models": {"mine": str(tmp_path / "ckpt")}}})
+    (tmp_path / "models" / "base").mkdir(parents=True)
+    (tmp_path / "models" / "sft" / "sqa").mkdir(parents=True)
+    (tmp_path / "ckpt").mkdir()
+    assert model_path(cfg, tmp_path, "sft", "sqa") == tmp_path / "models" / "sft" / "sqa"
+    assert available_models(cfg, tmp_path, "sqa") == ["base", "sft", "mine"]
+    assert available_models(cfg, tmp_path, "ast") == ["base", "mine"]
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
+        model_path(cfg, tmp_path, "nope", "sqa")
+    with pytest.raises(ConfigError, match="pipeline model names"):
+        config_from_dict({"evaluate": {"extra_models": {"sft": "x"}}})
+
+
+@pytest.mark.slow
+def test_sft_model_beats_the_untrained_one_and_predictions_hold_all_runs(tmp_path: Path, speech_rows) -> None:
+    root = workspace(tmp_path, speech_rows)
+    paths = sft_paths(root)
+    cfg = micro_config(max_steps=60, eval_every=30, batch_size=8)
+    run_sft(cfg, TASK, **paths)
+    scores = {}
+    for name, folder in (("base", paths["base_dir"]), ("sft", paths["out_dir"])):
+        scores[name] = run_evaluate(cfg, name, TASK, folder, root / "data", root / "metrics" / name)
+    # Same data (train = test here): SFT must have learnt something the random model has not.
+    assert scores["sft"]["chrf"] > scores["base"]["chrf"] + 2
+    assert scores["sft"]["bleu"] >= scores["base"]["bleu"]
+    metrics = json.loads((root / "metrics" / "sft" / f"{TASK}.json").read_text())
+    for key in ("bleu", "bleu_swapped", "bleu_sampled_mean", "bleu_sampled_std", "signatures", "n"):
+        assert key in metrics
+    predictions = read_jsonl(root / "metrics" / "sft" / f"{TASK}.predictions.jsonl")
+    assert [p["id"] for p in predictions] == [r["id"] for r in speech_rows]
+    assert all(len(p["sampled"]) == 2 and "greedy" in p and "swapped" in p for p in predictions)
