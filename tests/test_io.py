@@ -34,3 +34,10 @@ def test_json_helpers_round_trip_and_report_bad_lines(tmp_path: Path):
     (tmp_path / "bad.jsonl").write_text('{"a": 1}\n{oops\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:2: not valid JSON"):
         read_jsonl(tmp_path / "bad.jsonl")
+
+
+def test_outputs_get_ordinary_permissions(tmp_path: Path):
+    with atomic_dir(tmp_path / "out") as tmp:
+        write_json(tmp / "m.json", {})
+    assert (tmp_path / "out").stat().st_mode & 0o755 == 0o755
+    assert (tmp_path / "out" / "m.json").stat().st_mode & 0o644 == 0o644
