@@ -183,7 +183,7 @@ def prediction_rows(dataset: Any, decoded: Decoded) -> list[dict[str, Any]]:
 
 
 def evaluation_set(data_dir: Path, task: str, ecfg: EvaluateConfig) -> Any:
-    from steps.sft import load_split
+    from steps.prepare import load_split
 
     dataset = load_split(data_dir, task, ecfg.split)
     if ecfg.limit is not None:

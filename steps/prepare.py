@@ -176,6 +176,21 @@ def run_prepare(cfg: Config, pool: str, root: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+def load_split(data_dir: Path, pool: str, split: str) -> Any:
+    """data/prepared/<pool>/<split> as a `datasets.Dataset`, for the stages that read prepare's output.
+
+    Caching is disabled first: otherwise a later `.filter()`/`.map()` writes cache-*.arrow files into this folder,
+    which is a DVC output, and the next `dvc repro` would see it modified and rerun everything after it.
+    """
+    import datasets
+
+    path = data_dir / pool / split
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} not found; run the prepare stage first (`dvc repro prepare@{pool}`)")
+    datasets.disable_caching()
+    return datasets.load_from_disk(str(path))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(__doc__)
     parser.add_argument("--task", required=True, help="which prepare.tasks entry to prepare (sqa, ast, pretrain)")

@@ -63,6 +63,7 @@ from steps.model import (
     generate,
     parameter_count,
 )
+from steps.prepare import load_split
 
 log = logging.getLogger(__name__)
 POOLS = ("pretrain", "ast", "sqa")
@@ -72,13 +73,6 @@ CURVE_FIELDS = ("train_loss", "train_ctc", "ctc_wer", "wer", "bleu")
 # --------------------------------------------------------------------------------------------------- data
 
 
-def load_split(data_dir: Path, pool: str, split: str) -> Any:
-    import datasets
-
-    path = data_dir / pool / split
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path} not found; run the prepare stage first (`dvc repro prepare@{pool}`)")
-    return datasets.load_from_disk(str(path))
 
 
 def longest_clip_seconds(data_dir: Path) -> float:

@@ -46,6 +46,7 @@ from steps.model import (
     parameter_count,
     torch_threads,
 )
+from steps.prepare import load_split
 
 TASKS = ("sqa", "ast")
 FINGERPRINT_FILE = "fingerprint.json"
@@ -61,14 +62,6 @@ class NonFiniteLossError(RuntimeError):
 # --------------------------------------------------------------------------------------------------- data
 
 
-def load_split(data_dir: Path, task: str, split: str) -> Any:
-    """data/prepared/<task>/<split> as a `datasets.Dataset`, with a fix-it message when the folder is missing."""
-    import datasets
-
-    path = data_dir / task / split
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path} not found; run the prepare stage first (`dvc repro prepare@{task}`)")
-    return datasets.load_from_disk(str(path))
 
 
 def training_view(dataset: Any, limit: int | None = None) -> Any:

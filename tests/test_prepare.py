@@ -203,3 +203,18 @@ def test_synthetic_source_end_to_end(tmp_path: Path):
             for row in train:
                 expected = row["transcript"] if row["task"] == "asr" else None
                 assert row["reference"] == expected or row["task"] == "ast"
+
+
+def test_reading_a_prepared_split_never_writes_into_it(tmp_path: Path):
+    """Stages filter/map the prepared data; cache files there would make DVC see its output modified."""
+    from steps.prepare import load_split
+
+    make_covost(tmp_path / "covost", n=4)
+    cfg = cfg_for("ast", {"kind": "covost2", "path": str(tmp_path / "covost")}, AST_PROMPTS)
+    out = run_prepare(cfg, "ast", tmp_path, tmp_path / "prepared" / "ast")
+    before = sorted(p.name for p in (out / "test").iterdir())
+    ds = load_split(tmp_path / "prepared", "ast", "test")
+    ds.filter(lambda t: t == "ast", input_columns="task").map(lambda r: {"n": len(r["reference"])})
+    assert sorted(p.name for p in (out / "test").iterdir()) == before
+    with pytest.raises(FileNotFoundError, match=r"run the prepare stage first \(`dvc repro prepare@sqa`\)"):
+        load_split(tmp_path / "prepared", "sqa", "test")
