@@ -413,6 +413,112 @@ class SftConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class GrpoConfig:
+    """The grpo and mpgrpo stages (steps/grpo.py): TRL's GRPOTrainer with audio, one task's train split.
+
+    `init` picks the starting model: `base` (the paper) or `sft` (models/sft/<task>). Each optimiser step samples
+    `num_generations` completions for each of `prompts_per_step` prompts (per process). `loss_type` dapo normalises
+    over all completion tokens of the batch (the paper's setting). Validation BLEU (greedy) every `eval_every` steps;
+    the checkpoint kept is the best on it. The `mpgrpo` section holds only what differs from `grpo`: every key it
+    leaves out is taken from `grpo`.
+
+    Mixed-policy (LUFFY-style): `num_off_policy` of each group's `num_generations` completions are replaced by an
+    off-policy text: the reference (`off_policy_source: reference`) or a recorded output of another model, read from a
+    JSONL file keyed by example id (`off_policy_source: path/to/file.jsonl`, field `off_policy_field`). Their tokens
+    get behaviour probability 1 and no clipping; `policy_shaping_gamma` (e.g. 0.1) applies LUFFY's f(x) = x/(x+gamma)
+    to their probability ratio. An off-policy text longer than `max_completion_length` tokens is not truncated: that
+    example keeps its on-policy sample (counted in MLflow as offpolicy/too_long).
+    """
+
+    init: Literal["base", "sft"] = "sft"
+    lr: float = 1e-5
+    lr_scheduler: Literal["constant", "constant_with_warmup", "cosine", "linear"] = "constant_with_warmup"
+    warmup_ratio: float = 0.0
+    max_steps: int = 100
+    prompts_per_step: int = 4
+    num_generations: int = 8
+    beta: float = 0.02
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_completion_length: int = 200
+    loss_type: Literal["dapo", "grpo", "bnpo", "dr_grpo"] = "dapo"
+    epsilon: float = 0.2
+    epsilon_high: float | None = None
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    reward_weights: dict[str, float] = dataclasses.field(default_factory=lambda: {"bleu": 1.0})
+    reward_options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    num_off_policy: int = 0
+    off_policy_source: str = "reference"
+    off_policy_field: str = "greedy"
+    policy_shaping_gamma: float | None = None
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    train_limit: int | None = None
+    eval_every: int = 20
+    eval_examples: int = 32
+    eval_batch_size: int = 32
+    max_new_tokens: int = 48
+    logging_steps: int = 1
+    save_total_limit: int = 2
+    keep_checkpoints: bool = False
+    use_vllm: bool = False
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    vllm_gpu_memory_utilization: float = 0.3
+    deepspeed: str | None = None
+    threads: int = 0
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.lr <= 0:
+            out.append(f"lr: must be > 0, got {self.lr}")
+        if not 0 <= self.warmup_ratio < 1:
+            out.append(f"warmup_ratio: must be within [0, 1), got {self.warmup_ratio}")
+        for name in ("max_steps", "prompts_per_step", "max_completion_length", "eval_every", "eval_examples",
+                     "eval_batch_size", "max_new_tokens", "logging_steps", "save_total_limit"):
+            if getattr(self, name) < 1:
+                out.append(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.num_generations < 2:
+            out.append(f"num_generations: GRPO needs >= 2 completions per prompt, got {self.num_generations}")
+        if not 0 <= self.num_off_policy < max(self.num_generations, 1):
+            out.append(f"num_off_policy: must be within [0, num_generations) = [0, {self.num_generations}), "
+                       f"got {self.num_off_policy}")
+        if self.beta < 0:
+            out.append(f"beta: must be >= 0 (0 = no KL term, no reference model), got {self.beta}")
+        if self.temperature <= 0:
+            out.append(f"temperature: must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            out.append(f"top_p: must be within (0, 1], got {self.top_p}")
+        if self.epsilon <= 0 or (self.epsilon_high is not None and self.epsilon_high <= 0):
+            out.append(f"epsilon/epsilon_high: must be > 0, got {self.epsilon}/{self.epsilon_high}")
+        if self.policy_shaping_gamma is not None and self.policy_shaping_gamma <= 0:
+            out.append(f"policy_shaping_gamma: must be > 0 (LUFFY uses 0.1) or null, got {self.policy_shaping_gamma}")
+        if not self.off_policy_source.strip():
+            out.append("off_policy_source: use `reference` or the path of a JSONL file of recorded outputs")
+        if self.train_limit is not None and self.train_limit < 1:
+            out.append(f"train_limit: must be a positive number of examples or null (all), got {self.train_limit}")
+        if self.max_grad_norm <= 0:
+            out.append(f"max_grad_norm: must be > 0, got {self.max_grad_norm}")
+        if not 0 < self.vllm_gpu_memory_utilization <= 1:
+            out.append(f"vllm_gpu_memory_utilization: must be within (0, 1], got {self.vllm_gpu_memory_utilization}")
+        if self.threads < 0:
+            out.append(f"threads: must be >= 0 (0 = torch's default), got {self.threads}")
+        from steps.rewards import REWARDS  # the registry is the list of valid names
+
+        for name, weight in self.reward_weights.items():
+            if name not in REWARDS:
+                close = _did_you_mean(name, sorted(REWARDS))
+                out.append(f"reward_weights.{name}: unknown reward; known: {sorted(REWARDS)}{close}")
+            elif weight < 0:
+                out.append(f"reward_weights.{name}: must be >= 0, got {weight}")
+        if self.reward_weights and not any(w > 0 for w in self.reward_weights.values()):
+            out.append("reward_weights: at least one weight must be > 0")
+        for name in self.reward_options:
+            if name not in self.reward_weights:
+                out.append(f"reward_options.{name}: options for a reward without a weight in reward_weights")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
 class EvaluateConfig:
     """The evaluate stage (steps/evaluate.py): one model on one task's `split`.
 
@@ -471,6 +577,8 @@ class Config:
     model: ModelConfig = ModelConfig()
     pretrain: PretrainConfig = PretrainConfig()
     sft: SftConfig = SftConfig()
+    grpo: GrpoConfig = GrpoConfig()
+    mpgrpo: GrpoConfig = GrpoConfig(num_off_policy=1)
     evaluate: EvaluateConfig = EvaluateConfig()
 
     def problems(self) -> list[str]:
@@ -627,10 +735,21 @@ def load_config(params_path: str | Path = "params.yaml", overrides: Sequence[str
 
 def config_from_dict(raw: dict[str, Any], source: str = "the configuration") -> Config:
     errors: list[str] = []
+    raw = inherit_grpo_keys(raw)
     cfg = _build(Config, raw, "", errors)
     if errors:
         raise ConfigError(source, errors)
     return cfg
+
+
+def inherit_grpo_keys(raw: dict[str, Any]) -> dict[str, Any]:
+    """`mpgrpo` holds only what differs from `grpo`: fill in every key it leaves out from `grpo`."""
+    grpo, mpgrpo = raw.get("grpo"), raw.get("mpgrpo")
+    if not isinstance(grpo, dict) or not (mpgrpo is None or isinstance(mpgrpo, dict)):
+        return raw  # a wrong type is reported by the builder
+    merged = {**grpo, **(mpgrpo or {})}
+    merged.setdefault("num_off_policy", GrpoConfig(num_off_policy=1).num_off_policy)
+    return {**raw, "mpgrpo": merged}
 
 
 def to_dict(cfg: Any) -> Any:
