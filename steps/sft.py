@@ -11,7 +11,8 @@ Every `sft.eval_every` steps: validation loss and BLEU by greedy generation on a
 `sft.eval_examples` examples); the checkpoint kept is the best on validation BLEU (as in the paper). Checkpoints live
 in models/.work/sft/<task>: an interrupted run resumes from the last one (only when the config that made it is the
 same; otherwise it starts afresh). A non-finite loss or gradient stops the run with `NonFiniteLossError` before the
-optimiser step, so the checkpoints on disk stay good. Per-step metrics go to MLflow (steps/tracking.py).
+optimiser step, so the checkpoints on disk stay good. Per-step metrics go to MLflow (steps/tracking.py), and the saved
+model is registered there as `speech-grpo-<task>-sft` (steps/registry.py).
 
 Outputs: models/sft/<task> (safetensors model + processor + resolved params; LoRA merged in), written atomically;
 metrics/sft/<task>.train.json (best step, validation history, minutes, step resumed from).
@@ -25,6 +26,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,7 +115,7 @@ def make_callbacks(processor: Any, validation: Any, settings: GenerationSettings
             metrics["eval_selection"] = metrics["eval_bleu"] - SELECTION_LOSS_WEIGHT * metrics.get("eval_loss", 0.0)
             history.append({"step": state.global_step, "eval_loss": float(metrics.get("eval_loss", math.nan)),
                             "eval_bleu": metrics["eval_bleu"]})
-            write_json(Path(args.output_dir) / HISTORY_FILE, history)  # survives an interruption, for the summary
+            write_validation_history(Path(args.output_dir), history)
             print(f"sft: step {state.global_step}: validation loss {metrics.get('eval_loss', math.nan):.4f}, "
                   f"BLEU {metrics['eval_bleu']:.2f} (greedy, {len(prompts)} examples)", flush=True)
 
@@ -136,24 +138,24 @@ def make_callbacks(processor: Any, validation: Any, settings: GenerationSettings
     return [ValidationBleu(), NonFiniteGuard(), StepMetrics()]
 
 
-def check_finite_gradients(model: torch.nn.Module, step: int, work_dir: str | Path) -> None:
+def check_finite_gradients(model: torch.nn.Module, step: int, work_dir: str | Path, section: str = "sft") -> None:
     """Raise NonFiniteLossError if any gradient is NaN/inf (a NaN loss makes every gradient NaN).
 
     Called before the optimiser step, so the weights, and every checkpoint saved so far, are still good.
     """
     sums = [p.grad.detach().float().sum() for p in model.parameters() if p.grad is not None]
     if sums and not torch.isfinite(torch.stack(sums).sum()):
-        raise NonFiniteLossError(non_finite_message("loss/gradient", step, work_dir))
+        raise NonFiniteLossError(non_finite_message("loss/gradient", step, work_dir, section))
 
 
-def non_finite_message(what: str, step: int, work_dir: str | Path) -> str:
+def non_finite_message(what: str, step: int, work_dir: str | Path, section: str = "sft") -> str:
     from transformers.trainer_utils import get_last_checkpoint
 
     last = get_last_checkpoint(str(work_dir)) if Path(work_dir).is_dir() else None
     kept = f"the last good checkpoint is kept at {last}" if last else "no checkpoint had been saved yet"
     return (f"non-finite {what} (NaN or inf) at training step {step}: training stopped before the optimiser step; "
-            f"{kept}. Lower sft.lr, raise sft.warmup_ratio or check the data; a rerun with the same params resumes "
-            "from that checkpoint")
+            f"{kept}. Lower {section}.lr, raise {section}.warmup_ratio or check the data; a rerun with the same "
+            "params resumes from that checkpoint")
 
 
 # --------------------------------------------------------------------------------------------------- trainer
@@ -169,7 +171,7 @@ def fingerprint(cfg: Config, task: str, base_dir: Path) -> dict[str, Any]:
     return data
 
 
-def prepare_work_dir(work_dir: Path, fp: dict[str, Any]) -> str | None:
+def prepare_work_dir(work_dir: Path, fp: dict[str, Any], label: str = "sft") -> str | None:
     """The checkpoint to resume from, or None; stale checkpoints (another config) are deleted, loudly."""
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -178,11 +180,16 @@ def prepare_work_dir(work_dir: Path, fp: dict[str, Any]) -> str | None:
         old = json.loads(marker.read_text()).get("sha256") if marker.is_file() else None
         if old == fp["sha256"]:
             return get_last_checkpoint(str(work_dir))
-        print(f"sft: {work_dir} holds checkpoints of another config; starting afresh", flush=True)
+        print(f"{label}: {work_dir} holds checkpoints of another config; starting afresh", flush=True)
         shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     write_json(marker, fp)
     return None
+
+
+def write_validation_history(work_dir: Path, history: list[dict[str, float]]) -> None:
+    """Validation results so far, beside the checkpoints: they survive an interruption, for the summary."""
+    write_json(work_dir / HISTORY_FILE, history)
 
 
 def resumed_history(work_dir: Path, resume: str | None) -> list[dict[str, float]]:
@@ -250,22 +257,27 @@ def audio_sft_trainer_class() -> type:
     which then matches no key and only warns: resumed training and "best" models silently keep the current weights.
     Saving checkpoints in the in-memory layout makes both loads exact. Final models are saved in the original layout.
     """
-    from transformers import PreTrainedModel
     from trl import SFTTrainer
 
     class AudioSFTTrainer(SFTTrainer):
         def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-            model = self.model
-            if not isinstance(model, PreTrainedModel):  # peft saves adapters under its own names: nothing to fix
-                super()._save(output_dir, state_dict)
-                return
-            model.save_pretrained = functools.partial(type(model).save_pretrained, model, save_original_format=False)
-            try:
-                super()._save(output_dir, state_dict)
-            finally:
-                del model.save_pretrained  # back to the class's method
+            save_in_model_layout(self.model, lambda: super(AudioSFTTrainer, self)._save(output_dir, state_dict))
 
     return AudioSFTTrainer
+
+
+def save_in_model_layout(model: Any, save: Callable[[], None]) -> None:
+    """Run a Trainer's `_save` with `save_pretrained` writing the model's own key names (see the trainer above)."""
+    from transformers import PreTrainedModel
+
+    if not isinstance(model, PreTrainedModel):  # peft saves adapters under its own names: nothing to fix
+        save()
+        return
+    model.save_pretrained = functools.partial(type(model).save_pretrained, model, save_original_format=False)
+    try:
+        save()
+    finally:
+        del model.save_pretrained  # back to the class's method
 
 
 @dataclass
@@ -288,6 +300,7 @@ def run_sft(cfg: Config, task: str, base_dir: Path, data_dir: Path, out_dir: Pat
 
     `callbacks` are extra transformers TrainerCallbacks (tests use them to interrupt or poison training).
     """
+    from steps.registry import register_model
     from steps.tracking import stage_run
 
     s = cfg.sft
@@ -336,6 +349,7 @@ def run_sft(cfg: Config, task: str, base_dir: Path, data_dir: Path, out_dir: Pat
             write_json(metrics_path, summary)
             run.log_artifact(metrics_path)
         run.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float) and v is not None})
+        register_model(run, out_dir, task, "sft")  # MLflow model registry: speech-grpo-<task>-sft, a new version
         print(f"sft[{task}]: saved {out_dir} (best step {best_step}, validation BLEU {result.best_bleu}) after "
               f"{minutes:.1f} min", flush=True)
     if not s.keep_checkpoints:

@@ -1,0 +1,283 @@
+"""The grpo / mpgrpo stages on a micro SALLM and a few espeak clips: audio in every pass, mixed policy, the loss."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from steps.config import ConfigError, config_from_dict
+from steps.grpo import (
+    OffPolicySource,
+    audio_grpo_trainer_class,
+    build_trainer,
+    curve_csv,
+    off_policy_positions,
+    policy_token_loss,
+    run_grpo,
+)
+from steps.prepare import load_split
+from steps.sft import NonFiniteLossError, training_view
+from tests.tiny_sallm import build_micro, speech_rows_fixture, to_dataset  # noqa: F401
+
+TASK = "ast"
+
+
+def workspace(root: Path, rows: list[dict[str, Any]]) -> Path:
+    """models/base (an untrained micro SALLM) and data/prepared/ast/{train,validation,test} = the same rows."""
+    from steps.tiny_model import save
+
+    for split in ("train", "validation", "test"):
+        to_dataset(rows).save_to_disk(str(root / "data" / TASK / split))
+    model, processor = build_micro(rows)
+    save(model, processor, root / "models" / "base")
+    return root
+
+
+def micro_config(**grpo: Any) -> Any:
+    settings = {"init": "base", "max_steps": 2, "eval_every": 2, "prompts_per_step": 2, "num_generations": 4,
+                "lr": 1e-3, "max_completion_length": 8, "eval_examples": 4, "eval_batch_size": 4,
+                "max_new_tokens": 8, "threads": 1, "beta": 0.02, **grpo}
+    return config_from_dict({"grpo": settings, "mpgrpo": {"num_off_policy": 1}})
+
+
+def run(root: Path, method: str = "grpo", callbacks: list[Any] | None = None, **grpo: Any) -> Any:
+    cfg = micro_config(**grpo)
+    return run_grpo(cfg, method, TASK, root / "models" / "base", root / "data", root / "models" / method / TASK,
+                    root / "models" / ".work" / method / TASK, root / "metrics" / method, root, callbacks)
+
+
+def state_of(model_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return {k: v for p in sorted(model_dir.glob("*.safetensors")) for k, v in load_file(p).items()}
+
+
+@pytest.fixture(autouse=True)
+def no_tracking(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPEECH_GRPO_TRACKING", "off")
+
+
+# --------------------------------------------------------------------------------------------------- the loss
+
+
+def test_on_policy_tokens_are_clipped_and_off_policy_tokens_are_not() -> None:
+    # Row 0 on-policy, row 1 off-policy; both with probability ratios far above 1 + eps and a positive advantage.
+    old = torch.log(torch.tensor([[0.1, 0.1], [1.0, 1.0]]))
+    logps = torch.log(torch.tensor([[0.5, 0.5], [0.5, 0.5]])).requires_grad_()
+    adv = torch.tensor([1.0, 1.0])
+    loss, clipped = policy_token_loss(logps, old, adv, torch.tensor([False, True]), 0.2, 0.2)
+    loss.sum().backward()
+    assert clipped[0].all() and not clipped[1].any()
+    assert torch.all(logps.grad[0] == 0)  # clipped: no gradient
+    # Off-policy: loss = -pi * A, so d/dlogp = -pi = -0.5 (behaviour probability 1, no clip).
+    assert torch.allclose(logps.grad[1], torch.tensor([-0.5, -0.5]))
+    assert torch.allclose(loss[1].detach(), torch.tensor([-0.5, -0.5]))
+
+
+def test_policy_shaping_rescales_off_policy_ratios() -> None:
+    logps = torch.log(torch.tensor([[0.1]]))
+    loss, _ = policy_token_loss(logps, logps, torch.tensor([2.0]), torch.tensor([True]), 0.2, 0.2, shaping_gamma=0.1)
+    assert torch.allclose(loss, torch.tensor([[-2.0 * 0.1 / (0.1 + 0.1)]]))
+
+
+def test_on_policy_loss_matches_ppo_surrogate_inside_the_clip_range() -> None:
+    logps = torch.log(torch.tensor([[0.5]]))
+    old = torch.log(torch.tensor([[0.45]]))
+    loss, clipped = policy_token_loss(logps, old, torch.tensor([-1.5]), torch.tensor([False]), 0.2, 0.2)
+    assert not clipped.any()
+    assert torch.allclose(loss, torch.tensor([[1.5 * 0.5 / 0.45]]))
+
+
+def test_off_policy_positions_are_the_last_k_of_every_group_across_processes() -> None:
+    assert off_policy_positions(8, 0, 4, 1) == [False, False, False, True] * 2
+    # 2 processes, 6 rows each, groups of 4 spanning the boundary: global rows 3, 7, 11 are off-policy.
+    assert [i for i, off in enumerate(off_policy_positions(6, 0, 4, 1)) if off] == [3]
+    assert [i for i, off in enumerate(off_policy_positions(6, 1, 4, 1)) if off] == [1, 5]
+    assert off_policy_positions(4, 0, 4, 0) == [False] * 4
+
+
+def test_off_policy_source_reads_recorded_outputs_and_names_missing_ids(tmp_path: Path) -> None:
+    path = tmp_path / "big.jsonl"
+    path.write_text(json.dumps({"id": "a", "greedy": "ein Hund"}) + "\n")
+    cfg = micro_config(off_policy_source=str(path))
+    source = OffPolicySource.from_config(cfg.grpo, tmp_path)
+    assert source.text_for({"id": "a", "reference": "x"}) == "ein Hund"
+    with pytest.raises(KeyError, match="no output for example 'b'"):
+        source.text_for({"id": "b", "reference": "x"})
+    with pytest.raises(FileNotFoundError, match="off_policy_source"):
+        OffPolicySource.from_config(micro_config(off_policy_source="missing.jsonl").grpo, tmp_path)
+
+
+def test_grpo_config_reports_every_problem_at_once() -> None:
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"grpo": {"num_generations": 1, "reward_weights": {"blue": 1.0}, "beta": -1}})
+    text = str(err.value)
+    assert "grpo.num_generations" in text and "Did you mean 'bleu'" in text and "grpo.beta" in text
+
+
+def test_mpgrpo_takes_every_key_it_leaves_out_from_grpo() -> None:
+    cfg = config_from_dict({"grpo": {"lr": 0.003, "num_generations": 6}, "mpgrpo": {"num_off_policy": 2}})
+    assert cfg.mpgrpo.lr == 0.003 and cfg.mpgrpo.num_generations == 6 and cfg.mpgrpo.num_off_policy == 2
+    assert cfg.grpo.num_off_policy == 0
+
+
+def test_curve_csv_merges_points_of_a_step() -> None:
+    text = curve_csv([{"step": 1, "reward": 0.5}, {"step": 1, "kl": 0.01}, {"step": 2, "val_bleu": 3.0}])
+    rows = list(csv.DictReader(text.splitlines()))
+    assert rows[0]["reward"] == "0.5" and rows[0]["kl"] == "0.01" and rows[1]["val_bleu"] == "3.0"
+
+
+# --------------------------------------------------------------------------------------------------- the trainer
+
+
+def micro_trainer(root: Path, method: str = "grpo", **grpo: Any) -> Any:
+    from steps.model import load_model_and_processor
+
+    cfg = micro_config(**grpo)
+    model, processor = load_model_and_processor(root / "models" / "base", cfg.model)
+    train = training_view(load_split(root / "data", TASK, "train"))
+    validation = training_view(load_split(root / "data", TASK, "validation"), 4)
+    trainer = build_trainer(cfg, method, model, processor, train, validation, root / "work", root, [])
+    trainer.model.train()  # as inside Trainer.train: rollouts are built in training mode
+    return trainer
+
+
+def encoder_calls(model: Any) -> tuple[list[bool], Any]:
+    """Record, per audio-encoder call, whether grad was enabled (the loss pass is the one with grad)."""
+    calls: list[bool] = []
+    handle = model.model.audio_tower.register_forward_hook(lambda *_: calls.append(torch.is_grad_enabled()))
+    return calls, handle
+
+
+def test_audio_reaches_the_loss_pass_and_the_encoder_gets_gradient(tmp_path: Path, speech_rows) -> None:
+    trainer = micro_trainer(workspace(tmp_path, speech_rows))
+    model = trainer.model
+    calls, handle = encoder_calls(model)
+    ref_calls, ref_handle = encoder_calls(trainer.ref_model)
+    batch = trainer._prepare_inputs([dict(r) for r in trainer.train_dataset.select(range(2)) for _ in range(4)])
+    assert "input_features" in batch and batch["input_features"].size(0) == 8
+    assert calls == [False]  # generation saw the audio (once: the KV cache keeps it)
+    assert ref_calls and not any(ref_calls)  # the reference model's log-probs (beta > 0) saw it too (in chunks)
+    # An untrained model scores 0 on every completion (zero advantages, zero gradient): give the rows advantages.
+    batch["advantages"] = torch.linspace(-1.0, 1.0, 8)
+    model.zero_grad()
+    loss = trainer.compute_loss(model, batch)
+    loss.backward()
+    handle.remove()
+    ref_handle.remove()
+    assert calls == [False, True]  # the loss pass ran the encoder, with grad
+    grads = [p.grad for p in model.model.audio_tower.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_loss_changes_when_the_audio_is_swapped(tmp_path: Path, speech_rows) -> None:
+    trainer = micro_trainer(workspace(tmp_path, speech_rows))
+    batch = trainer._prepare_inputs([dict(r) for r in trainer.train_dataset.select(range(2)) for _ in range(4)])
+    with torch.no_grad():
+        real = trainer.compute_loss(trainer.model, batch)
+        logps_real, _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1),
+            torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1), batch["completion_ids"].size(1),
+            input_features=batch["input_features"], feature_attention_mask=batch["feature_attention_mask"])
+        swapped = dict(batch)
+        swapped["input_features"] = batch["input_features"].flip(0)
+        swapped["feature_attention_mask"] = batch["feature_attention_mask"].flip(0)
+        logps_swapped, _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1),
+            torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1), batch["completion_ids"].size(1),
+            input_features=swapped["input_features"], feature_attention_mask=swapped["feature_attention_mask"])
+    assert torch.isfinite(real)
+    mask = batch["completion_mask"].bool()
+    assert not torch.allclose(logps_real[mask], logps_swapped[mask])
+
+
+def test_mixed_policy_puts_the_reference_into_each_group_with_its_reward(tmp_path: Path, speech_rows) -> None:
+    trainer = micro_trainer(workspace(tmp_path, speech_rows), method="mpgrpo", max_completion_length=64)
+    rows = [dict(r) for r in trainer.train_dataset.select(range(2)) for _ in range(4)]
+    batch = trainer._generate_and_score_completions(rows)
+    off = batch["off_policy_mask"].tolist()
+    assert off == [False, False, False, True] * 2
+    tok = trainer.processing_class.tokenizer
+    for i in (3, 7):
+        ids = batch["completion_ids"][i][batch["completion_mask"][i].bool()].tolist()
+        assert tok.decode(ids, skip_special_tokens=True) == rows[i]["reference"]
+        assert ids[-1] == tok.eos_token_id
+    # The reference has BLEU 1, the best in its group: the largest advantage of the group.
+    adv = batch["advantages"].view(2, 4)
+    assert torch.all(adv[:, 3] >= adv[:, :3].max(dim=1).values)
+    assert trainer._metrics["train"]["rewards/off_policy/mean"][-1] == pytest.approx(1.0)
+
+
+def test_too_long_off_policy_text_keeps_the_on_policy_sample(tmp_path: Path, speech_rows) -> None:
+    trainer = micro_trainer(workspace(tmp_path, speech_rows), method="mpgrpo", max_completion_length=2)
+    rows = [dict(r) for r in trainer.train_dataset.select(range(2)) for _ in range(4)]
+    batch = trainer._generate_and_score_completions(rows)
+    assert not batch["off_policy_mask"].any()
+    assert trainer._metrics["train"]["offpolicy/too_long"][-1] == 2.0
+
+
+# --------------------------------------------------------------------------------------------------- the stage
+
+
+def test_grpo_stage_trains_saves_and_writes_curves(tmp_path: Path, speech_rows) -> None:
+    root = workspace(tmp_path, speech_rows)
+    # chrF gives an untrained model graded rewards (its BLEU is 0 for every completion: no advantage, no update).
+    result = run(root, reward_weights={"chrf": 1.0})
+    before, after = state_of(root / "models" / "base"), state_of(result.model_dir)
+    assert result.global_step == 2 and result.best_step == 2
+    changed = [k for k in before if k in after and not torch.equal(before[k], after[k])]
+    assert any("audio_tower" in k for k in changed) and any("language_model" in k for k in changed)
+    summary = json.loads((root / "metrics" / "grpo" / f"{TASK}.train.json").read_text())
+    assert summary["global_step"] == 2 and summary["validation"][0]["step"] == 2
+    curve = list(csv.DictReader((root / "metrics" / "grpo" / f"{TASK}.curve.csv").open()))
+    assert [r["step"] for r in curve] == ["1", "2"]
+    assert all(r["reward"] != "" and r["kl"] != "" and r["entropy"] != "" for r in curve)
+    assert not (root / "models" / ".work" / "grpo" / TASK).exists()
+
+
+def test_mpgrpo_with_no_off_policy_samples_equals_grpo(tmp_path: Path, speech_rows) -> None:
+    root = workspace(tmp_path, speech_rows)
+    grpo = state_of(run(root, "grpo", reward_weights={"chrf": 1.0}).model_dir)
+    section = {**to_plain(micro_config(reward_weights={"chrf": 1.0}).grpo), "num_off_policy": 0}
+    plain = run_grpo(config_from_dict({"grpo": section, "mpgrpo": {"num_off_policy": 0}}), "mpgrpo",
+                     TASK, root / "models" / "base", root / "data", root / "models" / "mp0" / TASK,
+                     root / "models" / ".work" / "mp0" / TASK, None, root)
+    mixed, base = state_of(plain.model_dir), state_of(root / "models" / "base")
+    assert any(not torch.equal(grpo[k], base[k]) for k in grpo)  # training did move the weights
+    assert all(torch.equal(grpo[k], mixed[k]) for k in grpo)
+
+
+def to_plain(section: Any) -> dict[str, Any]:
+    from steps.config import to_dict
+
+    return to_dict(section)
+
+
+def poison_gradients_after(step: int) -> Any:
+    """NaN gradients from optimiser step `step` on (NaN weights would break sampling before any loss is computed)."""
+    from transformers import TrainerCallback
+
+    class Poison(TrainerCallback):
+        def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            if state.global_step >= step:
+                next(p for p in model.parameters() if p.grad is not None).grad.fill_(float("nan"))
+
+    return Poison()
+
+
+def test_nan_guard_stops_grpo_with_a_clear_message(tmp_path: Path, speech_rows) -> None:
+    root = workspace(tmp_path, speech_rows)
+    with pytest.raises(NonFiniteLossError, match=r"grpo\.lr"):
+        run(root, callbacks=[poison_gradients_after(1)], max_steps=3, eval_every=1, reward_weights={"chrf": 1.0})
+    assert not (root / "models" / "grpo" / TASK).exists()  # no half-written output
+
+
+def test_trainer_class_is_built_on_trl_grpo_trainer() -> None:
+    from trl import GRPOTrainer
+
+    assert issubclass(audio_grpo_trainer_class(), GRPOTrainer)
