@@ -569,6 +569,27 @@ class EvaluateConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ReportConfig:
+    """The report stage (steps/report.py): tables, significance, listening check and plots over every evaluation.
+
+    `bootstrap_samples` resamples for sacrebleu's paired bootstrap test (seeded with the top-level `seed`);
+    `examples` example predictions per task in reports/examples.md (the same ids for every method).
+    """
+
+    bootstrap_samples: int = 1000
+    examples: int = 5
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.bootstrap_samples < 100:
+            out.append(f"bootstrap_samples: use >= 100 resamples (sacrebleu's default: 1000), "
+                       f"got {self.bootstrap_samples}")
+        if self.examples < 0:
+            out.append(f"examples: must be >= 0, got {self.examples}")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     seed: int = 1234
     paths: PathsConfig = PathsConfig()
@@ -580,6 +601,7 @@ class Config:
     grpo: GrpoConfig = GrpoConfig()
     mpgrpo: GrpoConfig = GrpoConfig(num_off_policy=1)
     evaluate: EvaluateConfig = EvaluateConfig()
+    report: ReportConfig = ReportConfig()
 
     def problems(self) -> list[str]:
         return [] if self.seed >= 0 else [f"seed: must be >= 0, got {self.seed}"]

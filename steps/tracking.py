@@ -286,6 +286,32 @@ class StageRun:
         fn = mlflow.log_artifacts if Path(path).is_dir() else mlflow.log_artifact
         self._call(f"logging artifact {path}", fn, str(path), artifact_path)
 
+    def parent_run_id(self) -> str | None:
+        """The pipeline run this stage's run is nested under (None for a top-level run or without tracking)."""
+        if self.run_id is None:
+            return None
+        try:
+            return _client().get_run(self.run_id).data.tags.get("mlflow.parentRunId")
+        except Exception as exc:
+            _warn_once("looking up the parent run", exc)
+            return None
+
+    def log_artifact_to_parent(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Log a file or folder to the parent (pipeline) run as well, where a whole run's summary belongs.
+
+        A no-op for a top-level run. Uses the client, not the fluent API, so the stage's own run stays the active one.
+        """
+        parent = self.parent_run_id()
+        if parent is None:
+            return
+
+        def log() -> None:
+            client = _client()
+            fn = client.log_artifacts if Path(path).is_dir() else client.log_artifact
+            fn(parent, str(path), artifact_path)
+
+        self._call(f"logging artifact {path} to the parent run", log)
+
     def log_dict(self, data: Any, name: str) -> None:
         import mlflow
 

@@ -1,0 +1,372 @@
+"""steps/report.py on small made-up evaluation folders (20 examples per task), offline, tracking off.
+
+    pytest tests/test_report.py             # fast part
+    pytest tests/test_report.py -m slow     # also: artifacts on the stage run and the pipeline's parent run (SQLite)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from steps import report as rp
+from steps import tracking
+from steps.config import Config
+
+N = 20
+SCORES = {  # greedy BLEU, real and swapped audio; mpgrpo's outputs are grpo's exactly (an identical system)
+    "base": {"bleu": 20.0, "bleu_swapped": 2.0},
+    "sft": {"bleu": 30.0, "bleu_swapped": 3.0},
+    "grpo": {"bleu": 45.0, "bleu_swapped": 4.0},
+    "mpgrpo": {"bleu": 45.0, "bleu_swapped": 4.0},
+}
+BERT_REASON = "no bertscore_model configured (set it to a local BERT-family model folder)"
+ANIMALS = ("cat", "dog", "bird", "fox", "cow")
+
+
+def references() -> list[str]:
+    return [f"the {ANIMALS[i % 5]} number {i} sat on the red mat today" for i in range(N)]
+
+
+def hypotheses(method: str) -> list[str]:
+    """Base: always wrong; SFT: right on even examples; GRPO and MP-GRPO: always right."""
+    refs = references()
+    wrong = [f"a {ANIMALS[(i + 2) % 5]} ran away fast {i}" for i in range(N)]
+    if method == "base":
+        return wrong
+    if method == "sft":
+        return [r if i % 2 == 0 else w for i, (r, w) in enumerate(zip(refs, wrong, strict=True))]
+    return refs
+
+
+def metrics_file(method: str, task: str, bleu: float, bleu_swapped: float) -> dict[str, Any]:
+    """A metrics file shaped like steps/evaluate.py's: other scores derived from BLEU so every value is distinct."""
+    greedy = {"bleu": bleu, "chrf": bleu + 10, "rouge1": bleu + 5, "rouge2": bleu - 5, "rougeL": bleu + 4,
+              "meteor": bleu + 8, "bertscore_f1": None}
+    swapped = {k: (None if v is None else v * bleu_swapped / bleu) for k, v in greedy.items()}
+    out: dict[str, Any] = {"model": method, "task": task, "split": "test", "n": N, **greedy}
+    out |= {f"{k}_swapped": v for k, v in swapped.items()}
+    for key in ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "meteor"):
+        out[f"{key}_sampled_mean"] = greedy[key] - 1.0
+        out[f"{key}_sampled_std"] = 0.5
+    out["listening_gap_bleu"] = bleu - bleu_swapped
+    out |= {"greedy": {"n": N, **greedy}, "swapped": {"n": N, **swapped},
+            "signatures": {"scale": "0-100", "lang": "en", "bertscore_skipped": BERT_REASON, "meteor_skipped": None},
+            "sampled": {"runs": 3, "temperature": 0.9, "top_p": 0.9}}
+    return out
+
+
+def write_eval(metrics_dir: Path, method: str, task: str, *, bleu: float | None = None,
+               bleu_swapped: float | None = None, ids: list[str] | None = None) -> None:
+    scores = SCORES[method]
+    bleu = scores["bleu"] if bleu is None else bleu
+    bleu_swapped = scores["bleu_swapped"] if bleu_swapped is None else bleu_swapped
+    folder = metrics_dir / method
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{task}.json").write_text(json.dumps(metrics_file(method, task, bleu, bleu_swapped)))
+    ids = ids or [f"{task}-test-{i:05d}" for i in range(N)]
+    rows = [{"id": ex_id, "prompt": f"<|audio|> question {i}?", "reference": ref, "greedy": hyp,
+             "swapped": f"the wrong | answer {i}", "sampled": [hyp, hyp, hyp]}
+            for i, (ex_id, ref, hyp) in enumerate(zip(ids, references(), hypotheses(method), strict=True))]
+    (folder / f"{task}.predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def write_curves(metrics_dir: Path, task: str) -> None:
+    header = ("step,reward,reward_std,kl,entropy,completion_length,clip_ratio,frac_reward_zero_std,reward_on_policy,"
+              "reward_off_policy,val_bleu")
+    for method in ("grpo", "mpgrpo"):
+        lines = [header]
+        for step in range(1, 21):
+            val = f"{30 + step / 2:.1f}" if step % 10 == 0 else ""  # validation only every 10 steps: empty cells
+            off = "0.9" if method == "mpgrpo" else ""
+            lines.append(f"{step},{0.2 + step / 100:.3f},0.1,{step / 1000:.4f},1.5,{12 - step / 10:.1f},0.0,0.1,"
+                         f"{0.2 + step / 100:.3f},{off},{val}")
+        (metrics_dir / method / f"{task}.curve.csv").write_text("\n".join(lines) + "\n")
+    sft = {"task": task, "validation": [{"step": 20, "eval_loss": 2.0, "eval_bleu": 20.0},
+                                        {"step": 40, "eval_loss": 1.5, "eval_bleu": 28.0}]}
+    (metrics_dir / "sft" / f"{task}.train.json").write_text(json.dumps(sft))
+
+
+def make_metrics(root: Path, methods: tuple[str, ...] = rp.METHODS, curves: bool = True) -> Path:
+    metrics = root / "metrics"
+    for task in rp.TASKS:
+        for method in methods:
+            write_eval(metrics, method, task)
+        if curves and {"sft", "grpo", "mpgrpo"} <= set(methods):
+            write_curves(metrics, task)
+    return metrics
+
+
+@pytest.fixture(autouse=True)
+def _tracking_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(tracking.ENV_TRACKING, "off")
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """One report over all four methods and both tasks, with curves (shared: the plots take a second)."""
+    root = tmp_path_factory.mktemp("full")
+    metrics = make_metrics(root)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(tracking.ENV_TRACKING, "off")
+        data = rp.run_report(Config(), metrics, root / "reports", n_samples=200, seed=1)
+    return root / "reports", data
+
+
+def test_scores_table_matches_the_inputs(full):
+    out, data = full
+    saved = json.loads((out / "report.json").read_text())
+    assert saved == json.loads(json.dumps(data))  # report.json is what the markdown was rendered from
+    scores = saved["tasks"]["sqa"]["scores"]
+    for method, expected in SCORES.items():
+        assert scores["greedy"][method]["bleu"] == expected["bleu"]
+        assert scores["greedy"][method]["chrf"] == expected["bleu"] + 10
+        assert scores["greedy"][method]["bertscore_f1"] is None
+        assert scores["sampled"][method]["mean"]["bleu"] == expected["bleu"] - 1
+    assert scores["relative_to_base_pct"]["sft"]["bleu"] == pytest.approx(50.0)      # 30 vs 20
+    assert scores["relative_to_base_pct"]["grpo"]["rouge2"] == pytest.approx(100 * 25 / 15, rel=1e-5)  # 40 vs 15
+    assert scores["skipped"] == {"bertscore_f1": BERT_REASON}
+    md = (out / "report.md").read_text()
+    assert "| Base | 20.00 | n/a | 25.00 | 15.00 | 24.00 | 28.00 | 30.00 |" in md
+    assert "| SFT | 30.00 (+50.0%) | n/a | 35.00 (+40.0%) | 25.00 (+66.7%) | 34.00 (+41.7%) | 38.00 (+35.7%) " \
+           "| 40.00 (+33.3%) |" in md
+    assert f"BERTScore not computed: {BERT_REASON}" in md
+    assert "| SFT | 3 | 29.00 ± 0.50 |" in md
+    assert [t["present"] for t in saved["tasks"].values()] == [list(rp.METHODS)] * 2
+    assert "**Missing**" not in md
+
+
+def test_significance_better_system_significant_identical_not(full):
+    _, data = full
+    tests = {(t["system"], t["baseline"]): t for t in data["tasks"]["ast"]["significance"]}
+    assert list(tests) == [("sft", "base"), ("grpo", "sft"), ("mpgrpo", "grpo"), ("mpgrpo", "sft")]
+    for t in tests.values():
+        assert 0.0 <= t["p_value"] <= 1.0
+        assert t["n"] == N and t["n_samples"] == 200
+        assert t["baseline_ci95"][0] <= t["baseline_ci95"][1] and t["system_ci95"][0] <= t["system_ci95"][1]
+    better = tests[("grpo", "sft")]  # right on every example vs right on half
+    assert better["delta"] > 0 and better["p_value"] < 0.05 and better["significant"]
+    assert better["verdict"] == "significant at p<0.05: GRPO higher than SFT"
+    same = tests[("mpgrpo", "grpo")]  # the very same outputs
+    assert same["delta"] == 0 and same["p_value"] == 1.0 and not same["significant"]
+    assert same["verdict"].startswith("not significant")
+    md = (full[0] / "report.md").read_text()
+    assert "| MP-GRPO vs GRPO |" in md and "not significant (p >= 0.05)" in md
+
+
+def test_listening_table_and_verdicts(full):
+    _, data = full
+    rows = {r["method"]: r for r in data["tasks"]["sqa"]["listening"]}
+    assert rows["sft"] == {"method": "sft", "bleu": 30.0, "bleu_swapped": 3.0, "gap": 27.0, "gain_real": 10.0,
+                           "gain_swapped": 1.0, "flagged": False, "verdict": rows["sft"]["verdict"]}
+    assert "speech result" in rows["sft"]["verdict"] and not any(r["flagged"] for r in rows.values())
+
+
+def test_listening_flag_when_swapped_audio_scores_like_real_audio(tmp_path):
+    metrics = make_metrics(tmp_path, ("base", "sft"), curves=False)
+    for task in rp.TASKS:  # SFT scores almost as well without its own audio: it answers from the prompt
+        write_eval(metrics, "sft", task, bleu=30.0, bleu_swapped=29.0)
+    data = rp.run_report(Config(), metrics, tmp_path / "reports", n_samples=100, seed=1)
+    rows = {r["method"]: r for r in data["tasks"]["sqa"]["listening"]}
+    assert rows["sft"]["flagged"] and not rows["base"]["flagged"]
+    assert "FLAG" in rows["sft"]["verdict"]
+    md = (tmp_path / "reports" / "report.md").read_text()
+    assert "| SFT | 30.00 | 29.00 | 1.00 | 10.00 | 27.00 | **FLAG** |" in md
+
+
+def test_missing_methods_are_reported(tmp_path):
+    metrics = make_metrics(tmp_path, ("base", "sft"), curves=False)
+    data = rp.run_report(Config(), metrics, tmp_path / "reports", n_samples=100, seed=1)
+    for task in rp.TASKS:
+        assert data["tasks"][task]["present"] == ["base", "sft"]
+        assert data["tasks"][task]["missing"] == ["grpo", "mpgrpo"]
+        assert [(t["system"], t["baseline"]) for t in data["tasks"][task]["significance"]] == [("sft", "base")]
+    md = (tmp_path / "reports" / "report.md").read_text()
+    assert "**Missing**: SQA: GRPO, MP-GRPO; AST: GRPO, MP-GRPO" in md
+    assert "No training curves found" in md
+    table = rp.readme_table(data)
+    assert "| GRPO | missing |  |  | missing |  |  |" in table
+
+
+def test_base_only_and_a_task_without_results(tmp_path):
+    metrics = tmp_path / "metrics"
+    write_eval(metrics, "base", "sqa")
+    data = rp.run_report(Config(), metrics, tmp_path / "reports", n_samples=100, seed=1)
+    assert data["tasks"]["sqa"]["significance"] == [] and data["tasks"]["ast"]["present"] == []
+    md = (tmp_path / "reports" / "report.md").read_text()
+    assert "Only one method evaluated" in md and "No evaluation results for this task." in md
+
+
+def test_no_results_or_no_base_fail_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no evaluation results"):
+        rp.load_evaluations(tmp_path / "metrics")
+    write_eval(tmp_path / "metrics", "sft", "sqa")
+    with pytest.raises(FileNotFoundError, match=r"evaluate_base@sqa"):
+        rp.load_evaluations(tmp_path / "metrics")
+
+
+def test_mismatched_ids_raise_naming_both_files(tmp_path):
+    metrics = make_metrics(tmp_path, ("base",), curves=False)
+    write_eval(metrics, "sft", "sqa", ids=[f"other-{i}" for i in range(N)])
+    write_eval(metrics, "sft", "ast")
+    with pytest.raises(ValueError, match="do not hold the same examples") as err:
+        rp.run_report(Config(), metrics, tmp_path / "reports", n_samples=100, seed=1)
+    assert str(metrics / "base" / "sqa.predictions.jsonl") in str(err.value)
+    assert str(metrics / "sft" / "sqa.predictions.jsonl") in str(err.value)
+    assert not (tmp_path / "reports" / "report.md").exists()
+
+
+def test_pairing_is_by_id_not_by_line(tmp_path):
+    metrics = make_metrics(tmp_path, ("base", "sft"), curves=False)
+    path = metrics / "sft" / "sqa.predictions.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(reversed(lines)) + "\n")  # same examples, other order
+    evals = rp.load_evaluations(metrics)["sqa"]
+    hyps_a, hyps_b, refs = rp.paired_by_id(evals["base"], evals["sft"])
+    assert refs == references() and hyps_b == hypotheses("sft") and hyps_a == hypotheses("base")
+
+
+def test_plots_and_examples_are_written(full):
+    out, data = full
+    assert data["plots"] == ["plots/metrics_sqa.png", "plots/metrics_ast.png", "plots/listening.png",
+                             "plots/curves_sqa.png", "plots/curves_ast.png"]
+    for name in data["plots"]:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    examples = (out / "examples.md").read_text()
+    ids = data["tasks"]["sqa"]["example_ids"]
+    assert len(ids) == 5 and all(f"### `{i}`" in examples for i in ids)
+    assert examples.count("| MP-GRPO |") == 10  # 5 examples x 2 tasks, the same ids for every method
+    assert "the wrong \\| answer" in examples  # a pipe in a hypothesis does not break the table
+    curves = data["tasks"]["sqa"]["curves"]
+    assert curves["grpo"]["points"] == 20 and curves["grpo"]["last_step"] == 20
+    assert curves["grpo"]["reward"] == {"first": 0.215, "last": 0.395}  # mean of the first / last 2 of 20
+    assert curves["mpgrpo"]["best_val_bleu"] == {"step": 20, "bleu": 40.0}
+    assert curves["sft"]["best_val_bleu"] == {"step": 40, "bleu": 28.0}
+    assert "reward_off_policy" in curves["mpgrpo"] and "reward_off_policy" not in curves["grpo"]
+
+
+def test_settings_that_differ_from_the_paper():
+    rows = {r["key"]: r for r in rp.settings_vs_paper(Config())}
+    assert rows["grpo.init"]["status"] == "differs" and rows["grpo.init"]["ours"] == "sft"
+    assert rows["grpo.beta"]["status"] == "same" and rows["grpo.num_generations"]["status"] == "same"
+    assert rows["model.name_or_path"]["status"] == "differs"
+    assert rows["prepare.tasks.sqa.source"]["status"] == "differs"
+    assert rows["grpo.max_steps"]["status"] == "left open"
+    assert rows["mpgrpo.num_off_policy"]["status"] == "same"
+    assert rows["grpo.lr"]["status"] == "differs"  # default 1e-5, the paper 1e-6
+
+
+def test_seed_summary():
+    runs = {  # seed 2 breaks the order on AST (SFT above GRPO); seed 3 has no SFT on AST
+        "1": {"base": {"sqa": 10, "ast": 50}, "sft": {"sqa": 20, "ast": 52}, "grpo": {"sqa": 25, "ast": 53}},
+        "2": {"base": {"sqa": 12, "ast": 50}, "sft": {"sqa": 22, "ast": 54}, "grpo": {"sqa": 27, "ast": 53}},
+        "3": {"base": {"sqa": 14, "ast": 50}, "sft": {"sqa": 24}, "grpo": {"sqa": 29, "ast": 56}},
+    }
+    data = {"seeds": [1, 2, 3], "runs": runs}
+    out = rp.seed_summary(data)
+    assert out["seeds"] == ["1", "2", "3"] and list(out["tasks"]) == ["sqa", "ast"]
+    sqa, ast = out["tasks"]["sqa"], out["tasks"]["ast"]
+    assert sqa["methods"]["base"] == {"mean": 12.0, "std": 2.0, "n": 3, "values": [10.0, 12.0, 14.0]}
+    assert sqa["held_every_seed"] and sqa["held_in"] == ["1", "2", "3"]
+    assert not ast["held_every_seed"] and ast["failed_in"] == ["2"] and ast["incomplete_in"] == ["3"]
+    assert ast["methods"]["sft"]["n"] == 2
+    with pytest.raises(ValueError, match="runs"):
+        rp.seed_summary({"seeds": [1]})
+    with pytest.raises(ValueError, match=r"\['9'\]"):
+        rp.seed_summary({"seeds": [9], "runs": {"1": {}}})
+
+
+def test_seeds_file_adds_a_section(tmp_path):
+    metrics = make_metrics(tmp_path, ("base",), curves=False)
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    runs = {str(s): {"base": {"sqa": 10.0 + s}, "sft": {"sqa": 20.0}, "grpo": {"sqa": 30.0}} for s in (1, 2)}
+    (reports / "seeds.json").write_text(json.dumps({"seeds": [1, 2], "runs": runs}))
+    data = rp.run_report(Config(), metrics, reports, n_samples=100, seed=1)
+    assert data["seeds"]["tasks"]["sqa"]["methods"]["base"]["mean"] == 11.5
+    md = (reports / "report.md").read_text()
+    assert "## Seeds (2: 1, 2)" in md and "| Base | 11.50 ± 0.71 | 2 |" in md
+    assert "Ordering Base < SFT < GRPO: held in every seed." in md
+    assert (reports / "seeds.json").is_file()  # an input, never overwritten
+
+
+def test_readme_table_and_marker_replacement(full, tmp_path):
+    out, data = full
+    table = rp.readme_table(data)
+    assert "| SFT | 30.00 | 3.00 | " in table and "(vs Base)" in table and "(vs GRPO)" in table
+    assert table.splitlines()[0].startswith("| method | SQA BLEU | SQA BLEU swapped audio | SQA p vs previous |")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n{rp.MARK_BEGIN}\nold table\n{rp.MARK_END}\nafter\n")
+    rp.update_readme(readme, out / "report.json")
+    text = readme.read_text()
+    assert "old table" not in text and table in text
+    assert text.startswith("# x\n\nbefore\n") and text.endswith(f"{rp.MARK_END}\nafter\n")
+    rp.update_readme(readme, out / "report.json")
+    assert readme.read_text() == text  # idempotent
+
+
+def test_readme_without_markers_fails_clearly(full, tmp_path):
+    out, _ = full
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers here\n")
+    with pytest.raises(ValueError, match="report:begin"):
+        rp.update_readme(readme, out / "report.json")
+    assert readme.read_text() == "# no markers here\n"
+    with pytest.raises(ValueError, match="before"):
+        rp.replace_between_markers(f"{rp.MARK_END}\n{rp.MARK_BEGIN}\n", "t")
+
+
+def test_command_line(tmp_path, monkeypatch):
+    shutil.copytree(make_metrics(tmp_path / "src", ("base", "sft"), curves=False), tmp_path / "metrics")
+    params = tmp_path / "params.yaml"
+    params.write_text("seed: 3\n")
+    rp.main(["--params", str(params), "-S", "report.bootstrap_samples=150", "-S", "report.examples=2"])
+    saved = json.loads((tmp_path / "reports" / "report.json").read_text())
+    assert saved["bootstrap"] == {"metric": "bleu", "hypotheses": "greedy", "n_samples": 150, "seed": 3,
+                                  "alpha": 0.05}
+    assert len(saved["tasks"]["ast"]["example_ids"]) == 2
+    (tmp_path / "README.md").write_text("# none\n")
+    with pytest.raises(SystemExit, match="report:begin"):
+        rp.main(["--params", str(params), "--readme"])
+    (tmp_path / "README.md").write_text(f"{rp.MARK_BEGIN}\n{rp.MARK_END}\n")
+    rp.main(["--params", str(params), "--readme"])
+    assert "| SFT | " in (tmp_path / "README.md").read_text()
+
+
+def test_report_json_keeps_small_values(full):
+    rows = {r["key"]: r for r in full[1]["settings"]}
+    assert rows["grpo.lr"]["ours"] == 1e-5 and rows["grpo.beta"]["ours"] == 0.02  # not rounded away
+    assert "| grpo: learning rate | `grpo.lr` | 1e-6 | `1e-05` | differs |" in (full[0] / "report.md").read_text()
+
+
+# --------------------------------------------------------------------------------------------------- MLflow
+
+
+@pytest.mark.slow
+def test_artifacts_go_to_the_stage_run_and_the_parent_run(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    root = tmp_path / "repo"
+    (root / "mlruns").mkdir(parents=True)
+    for var in (tracking.ENV_RUN_ID, tracking.ENV_PARENT_RUN_ID, "DVC_STAGE", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv(tracking.ENV_TRACKING, "on")
+    monkeypatch.setenv(tracking.ENV_ROOT, str(root))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
+    parent = tracking.start_pipeline_run("pipeline")
+    assert parent is not None
+    monkeypatch.setenv(tracking.ENV_PARENT_RUN_ID, parent)
+    metrics = make_metrics(tmp_path, ("base", "sft"), curves=False)
+    rp.run_report(Config(), metrics, tmp_path / "reports", n_samples=100, seed=1)
+    client = MlflowClient(tracking_uri=tracking.tracking_uri())
+    (child,) = [r for r in client.search_runs([client.get_run(parent).info.experiment_id])
+                if r.info.run_id != parent]
+    expected = ["report/examples.md", "report/plots", "report/report.json", "report/report.md"]
+    for run_id in (child.info.run_id, parent):
+        assert sorted(f.path for f in client.list_artifacts(run_id, "report")) == expected
+        assert "report/plots/listening.png" in [f.path for f in client.list_artifacts(run_id, "report/plots")]
+    assert child.data.metrics["sqa/sft/bleu"] == 30.0 and "sqa/sft_vs_base/p_value" in child.data.metrics
