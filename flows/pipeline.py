@@ -37,8 +37,8 @@ USER_TASKS: tuple[str, ...] = ("sqa", "ast")  # the tasks a run can be narrowed 
 # Adding a shortcut: a parameter of `pipeline` below (same name) plus one line here.
 SHORTCUTS: dict[str, tuple[str, ...]] = {
     "model": ("model.name_or_path",),
-    "sft_learning_rate": ("sft.learning_rate",),
-    "grpo_learning_rate": ("grpo.learning_rate", "mpgrpo.learning_rate"),
+    "sft_learning_rate": ("sft.lr",),
+    "grpo_learning_rate": ("grpo.lr", "mpgrpo.lr"),
     "grpo_beta": ("grpo.beta", "mpgrpo.beta"),
     "group_size": ("grpo.num_generations", "mpgrpo.num_generations"),
     "reward_weights": ("grpo.reward_weights", "mpgrpo.reward_weights"),

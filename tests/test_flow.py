@@ -108,8 +108,10 @@ def test_overrides_are_validated_before_anything_runs():
     assert "nonsense" in text and "expected key.path=value" in text
     with pytest.raises(ConfigError, match=r"trian: unknown key\. Did you mean 'train'"):
         resolve_overrides(params, ["synth.sizes.ast.trian=3"], {})
-    with pytest.raises(ConfigError, match=r"shortcut off_policy_samples: sets mpgrpo\.num_off_policy"):
-        resolve_overrides(params, [], {"off_policy_samples": 2})
+    assert resolve_overrides(params, [], {"off_policy_samples": 2}) == ["mpgrpo.num_off_policy=2"]
+    assert resolve_overrides(params, [], {"grpo_learning_rate": 0.001}) == ["grpo.lr=0.001", "mpgrpo.lr=0.001"]
+    with pytest.raises(ConfigError, match=r"mpgrpo\.num_off_policy: must be within \[0, num_generations\)"):
+        resolve_overrides(params, [], {"off_policy_samples": 8})
     # Shortcuts first, explicit overrides last (they win); values keep their YAML type.
     out = resolve_overrides(params, ["model.name_or_path=other"], {"model": "tiny", "grpo_beta": None})
     assert out == ['model.name_or_path="tiny"', "model.name_or_path=other"]
