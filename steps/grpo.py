@@ -39,7 +39,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,8 @@ from steps.model import (
 from steps.prepare import load_split
 from steps.rewards import weighted_reward
 from steps.sft import (
+    NonFiniteLossError,
+    TrainResult,
     check_finite_gradients,
     checkpoint_step,
     non_finite_message,
@@ -398,8 +400,6 @@ def make_callbacks(run: Any, history: list[dict[str, float]], curve: list[dict[s
             numbers = {k: float(v) for k, v in (logs or {}).items()
                        if isinstance(v, int | float) and not isinstance(v, bool) and k != "epoch"}
             if "loss" in numbers and not math.isfinite(numbers["loss"]):
-                from steps.sft import NonFiniteLossError
-
                 raise NonFiniteLossError(non_finite_message("loss", state.global_step, args.output_dir, section))
             run.log_metrics(numbers, step=state.global_step)
             point = {CURVE_KEYS[k]: v for k, v in numbers.items() if k in CURVE_KEYS}
@@ -493,18 +493,6 @@ def trainer_args(gcfg: GrpoConfig, seed: int, work_dir: Path, device: torch.devi
     )
 
 
-@dataclass
-class GrpoResult:
-    model_dir: Path
-    resumed_from_step: int
-    global_step: int
-    best_step: int | None
-    best_bleu: float | None
-    history: list[dict[str, float]] = field(default_factory=list)
-    train_minutes: float = 0.0
-    trainable_parameters: int = 0
-
-
 def build_trainer(cfg: Config, method: str, model: Any, processor: Any, train: Any, validation: Any,
                   work_dir: Path, root: Path, callbacks: list[Any]) -> Any:
     """The audio GRPO trainer for `method`, with rewards and off-policy source from its config section."""
@@ -524,10 +512,11 @@ def build_trainer(cfg: Config, method: str, model: Any, processor: Any, train: A
 
 def run_grpo(cfg: Config, method: str, task: str, init_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path,
              metrics_dir: Path | None = None, root: Path | None = None,
-             callbacks: list[Any] | None = None) -> GrpoResult:
+             callbacks: list[Any] | None = None) -> TrainResult:
     """Train `init_dir` with (mixed-policy) GRPO on data_dir/<task>/train; save the best-on-validation model."""
     from accelerate import PartialState
 
+    from steps.registry import register_model  # imports mlflow: only when a stage runs
     from steps.tracking import stage_run
 
     gcfg = section_config(cfg, method)
@@ -561,7 +550,7 @@ def run_grpo(cfg: Config, method: str, task: str, init_dir: Path, data_dir: Path
         state = trainer.state
         best_step = checkpoint_step(state.best_model_checkpoint) if state.best_model_checkpoint else None
         if not processes.is_main_process:
-            return GrpoResult(out_dir, resumed_from, trainer.state.global_step, None, None)
+            return TrainResult(out_dir, resumed_from, trainer.state.global_step, None, None)
         final = trainer.accelerator.unwrap_model(trainer.model)
         if hasattr(final, "merge_and_unload"):
             final = final.merge_and_unload()
@@ -570,7 +559,7 @@ def run_grpo(cfg: Config, method: str, task: str, init_dir: Path, data_dir: Path
             processor.save_pretrained(tmp)
             write_yaml(tmp / RESOLVED_CONFIG_NAME, to_dict(cfg))
         best = next((h["eval_bleu"] for h in history if h["step"] == best_step), None)
-        result = GrpoResult(out_dir, resumed_from, state.global_step, best_step, best, history, round(minutes, 2),
+        result = TrainResult(out_dir, resumed_from, state.global_step, best_step, best, history, round(minutes, 2),
                             trainable)
         if metrics_dir is not None:
             summary = {"method": method, "task": task, "n_train": len(train), "global_step": result.global_step,
@@ -582,9 +571,7 @@ def run_grpo(cfg: Config, method: str, task: str, init_dir: Path, data_dir: Path
             atomic_write_text(metrics_dir / f"{task}.curve.csv", curve_csv(curve))
             run.log_artifact(metrics_dir / f"{task}.train.json")
             run.log_artifact(metrics_dir / f"{task}.curve.csv")
-        register = _registry()
-        if register is not None:
-            register(run, out_dir, task, method)
+        register_model(run, out_dir, task, method)  # MLflow registry: speech-grpo-<task>-<method>
         print(f"{method}[{task}]: saved {out_dir} (best step {best_step}, validation BLEU {best}) after "
               f"{minutes:.1f} min", flush=True)
     if not gcfg.keep_checkpoints:
@@ -596,14 +583,6 @@ def _existing_checkpoint(work_dir: Path) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
     return get_last_checkpoint(str(work_dir)) if work_dir.is_dir() else None
-
-
-def _registry() -> Callable[..., Any] | None:
-    try:
-        from steps.registry import register_model
-    except ImportError:
-        return None
-    return register_model
 
 
 def init_dir_for(cfg: Config, method: str, task: str, models: Path) -> Path:

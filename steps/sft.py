@@ -281,8 +281,8 @@ def save_in_model_layout(model: Any, save: Callable[[], None]) -> None:
 
 
 @dataclass
-class SftResult:
-    """What the stage reports: where the model went and how training went."""
+class TrainResult:
+    """What a training stage (sft, grpo, mpgrpo) reports: where the model went and how training went."""
 
     model_dir: Path
     resumed_from_step: int
@@ -292,6 +292,9 @@ class SftResult:
     history: list[dict[str, float]] = field(default_factory=list)
     train_minutes: float = 0.0
     trainable_parameters: int = 0
+
+
+SftResult = TrainResult  # the name the sft stage and its tests use
 
 
 def run_sft(cfg: Config, task: str, base_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path,
