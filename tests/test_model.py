@@ -15,6 +15,7 @@ from steps.model import (
     adapter_for,
     apply_finetune_switches,
     choose_dtype,
+    encode_each_clip_once,
     encode_for_training,
     generate,
     get_submodule,
@@ -140,3 +141,29 @@ def test_generation_is_batched_in_order_and_cache_does_not_change_greedy(tiny_sa
     again = generate(model, processor, prompts, audios, GenerationSettings(max_new_tokens=6, do_sample=True,
                                                                          temperature=0.9, top_p=0.9), seed=3)
     assert sampled == again and len(sampled) == 4
+
+
+def test_encoding_each_clip_once_keeps_the_loss_and_gradients(tiny_sallm, speech_rows) -> None:
+    model, processor = tiny_sallm
+    rows = [speech_rows[i] for i in (0, 1, 0, 2, 1, 0)]  # as in a GRPO batch: clips repeated
+    adapter = adapter_for(model)
+
+    def loss_and_grads(m):
+        m.zero_grad()
+        m(**training_batch(m, processor, rows)).loss.backward()
+        return {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+
+    plain = copy.deepcopy(model)
+    shared = copy.deepcopy(model)
+    encoder = encode_each_clip_once(get_submodule(shared, adapter.encoder))
+    batch_sizes = []
+    encoder.conv1.register_forward_pre_hook(lambda _m, args: batch_sizes.append(args[0].shape[0]))  # inside it
+    torch.manual_seed(0)
+    loss_plain = plain(**training_batch(plain, processor, rows)).loss
+    loss_shared = shared(**training_batch(shared, processor, rows)).loss
+    assert batch_sizes == [3]  # three distinct clips encoded, not six
+    assert torch.allclose(loss_plain, loss_shared, atol=1e-6)
+    g_plain, g_shared = loss_and_grads(plain), loss_and_grads(shared)
+    assert g_plain.keys() == g_shared.keys() and any("audio_tower" in n for n in g_shared)
+    for name, grad in g_plain.items():
+        assert torch.allclose(grad, g_shared[name], atol=1e-5, rtol=1e-4), name
