@@ -54,8 +54,10 @@ from steps.model import (
     adapter_for,
     apply_finetune_switches,
     choose_device,
+    encode_each_clip_once,
     encode_prompts,
     generate,
+    get_submodule,
     load_model_and_processor,
     parameter_count,
     torch_threads,
@@ -182,6 +184,9 @@ def audio_grpo_trainer_class() -> type:
             if self.use_vllm and self.vllm_mode != "colocate":
                 raise ValueError("grpo.use_vllm with vllm_mode=server cannot carry the audio to the server: use "
                                  "vllm_mode: colocate")
+            for model in (self.model, getattr(self, "ref_model", None)):  # a group's G rows share one clip
+                if model is not None:
+                    encode_each_clip_once(get_submodule(self.accelerator.unwrap_model(model), adapter.encoder))
 
         # -- audio in ----------------------------------------------------------------------------------------
         def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
