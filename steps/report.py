@@ -4,22 +4,23 @@
     python -m steps.report --readme     # copy the compact table from reports/report.json into README.md
 
 Reads metrics/<method>/<task>.json and .predictions.jsonl (steps/evaluate.py), the training curves
-metrics/{grpo,mpgrpo}/<task>.curve.csv and metrics/sft/<task>.train.json where they exist, the resolved config and,
-if present, reports/seeds.json (a seed sweep). Works with whatever methods have been evaluated (at least base) and
-says which are missing.
+metrics/{grpo,mpgrpo}/<task>.curve.csv and metrics/sft/<task>.train.json where they exist, and the resolved config.
+Works with whatever methods have been evaluated (at least base) and says which are missing. The seed sweep
+(steps/seeds.py) writes its own sweeps/seeds.md with this module's `seeds_markdown`.
 
 Writes (atomically) under reports/:
 - report.md: per task the scores table in the paper's layout (greedy decoding, relative change vs Base), sampled
   BLEU mean +- std, paired bootstrap significance (sacrebleu, BLEU on the greedy hypotheses, paired by example id),
   the listening check (real vs swapped audio), training-curve summaries; then the settings that differ from the
-  paper and the seed sweep.
+  paper.
 - report.json: every number in report.md (and the full-precision values behind them).
 - plots/: metrics_<task>.png (sampled mean +- std bars, greedy dots), listening.png, curves_<task>.png.
 - examples.md: a few test examples per task, the same ids for every method, with the reference.
 All of it is logged to the stage's MLflow run and to the pipeline's parent run.
 
 `--readme` replaces the text between `<!-- report:begin -->` and `<!-- report:end -->` in README.md with a compact
-method x task table (BLEU, swapped-audio BLEU, p-value vs the previous method) read from reports/report.json.
+method x task table (BLEU, swapped-audio BLEU, p-value vs the previous method) read from reports/report.json, and,
+when sweeps/seeds.json exists, the text between `<!-- seeds:begin -->` and `<!-- seeds:end -->` with the seed table.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ LISTENING_MAX_RATIO = 0.5
 ALPHA = 0.05
 SEED_ORDER = ("base", "sft", "grpo")
 MARK_BEGIN, MARK_END = "<!-- report:begin -->", "<!-- report:end -->"
+SEEDS_BEGIN, SEEDS_END = "<!-- seeds:begin -->", "<!-- seeds:end -->"
 
 
 # --------------------------------------------------------------------------------------------------- loading
@@ -174,9 +176,12 @@ def _relative(value: float | None, base: float | None) -> float | None:
 # --------------------------------------------------------------------------------------------------- significance
 
 
-def paired_by_id(a: Evaluation, b: Evaluation) -> tuple[list[str], list[str], list[str]]:
-    """Greedy hypotheses of a and b and the references, aligned by example id (in a's order).
+def paired_by_id(a: Evaluation, b: Evaluation, decoding: str = "greedy") -> tuple[list[str], list[str], list[str]]:
+    """Hypotheses of a and b and the references, aligned by example id (in a's order).
 
+    decoding "greedy": one greedy hypothesis per example. "sampled" (the paper's decoding): the sampled runs pooled,
+    run r of a paired with run r of b for every example (as many runs as both have), the references repeated, so the
+    bootstrap resamples over examples and sampling noise together.
     Raises ValueError naming both files when they do not hold the same examples (ids or references differ).
     """
     rows = {}
@@ -185,7 +190,7 @@ def paired_by_id(a: Evaluation, b: Evaluation) -> tuple[list[str], list[str], li
             raise FileNotFoundError(f"{ev.predictions_path} is missing: rerun the evaluate stage of {ev.method}")
         by_id = {}
         for i, row in enumerate(ev.predictions):
-            if "greedy" not in row:
+            if decoding == "greedy" and "greedy" not in row:
                 raise ValueError(f"{ev.predictions_path}: row {i} has no greedy hypothesis (evaluate.greedy: false?); "
                                  "significance uses the greedy outputs")
             if row["id"] in by_id:
@@ -204,8 +209,19 @@ def paired_by_id(a: Evaluation, b: Evaluation) -> tuple[list[str], list[str], li
                              f"references ({row['reference']!r} vs {ids_b[ex_id]['reference']!r}); were they "
                              "evaluated on the same prepared data?")
     order = list(ids_a)
-    return ([ids_a[i]["greedy"] for i in order], [ids_b[i]["greedy"] for i in order],
-            [ids_a[i]["reference"] for i in order])
+    if decoding == "greedy":
+        return ([ids_a[i]["greedy"] for i in order], [ids_b[i]["greedy"] for i in order],
+                [ids_a[i]["reference"] for i in order])
+    runs = sampled_runs_in(a, b)
+    return ([ids_a[i]["sampled"][r] for r in range(runs) for i in order],
+            [ids_b[i]["sampled"][r] for r in range(runs) for i in order],
+            [ids_a[i]["reference"] for _ in range(runs) for i in order])
+
+
+def sampled_runs_in(*evals: Evaluation) -> int:
+    """How many sampled runs every example of every evaluation has (0 when any has none)."""
+    counts = [len(row.get("sampled") or []) for ev in evals for row in (ev.predictions or [])]
+    return min(counts) if counts else 0
 
 
 def comparisons(present: Sequence[str]) -> list[tuple[str, str]]:
@@ -217,11 +233,12 @@ def comparisons(present: Sequence[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def significance(a: Evaluation, b: Evaluation, n_samples: int, seed: int) -> dict[str, Any]:
+def significance(a: Evaluation, b: Evaluation, n_samples: int, seed: int, decoding: str = "greedy"
+                 ) -> dict[str, Any]:
     """Paired bootstrap (sacrebleu, BLEU) of system b against baseline a, with a plain-words verdict."""
     from steps.metrics import paired_bootstrap
 
-    hyps_a, hyps_b, refs = paired_by_id(a, b)
+    hyps_a, hyps_b, refs = paired_by_id(a, b, decoding)
     test = paired_bootstrap(hyps_a, hyps_b, refs, metric="bleu", n_samples=n_samples, seed=seed)
     delta = test["b"]["score"] - test["a"]["score"]
     p_value, note = test["p_value"], None
@@ -230,7 +247,7 @@ def significance(a: Evaluation, b: Evaluation, n_samples: int, seed: int) -> dic
     if hyps_a == hyps_b or abs(delta) < 1e-9:
         p_value, note = 1.0, f"no observed difference; sacrebleu's raw p-value {test['p_value']:.4f} replaced by 1"
     significant = p_value < ALPHA
-    return {"baseline": a.method, "system": b.method, "metric": "bleu", "n": len(refs),
+    return {"baseline": a.method, "system": b.method, "metric": "bleu", "decoding": decoding, "n": len(refs),
             "baseline_bleu": test["a"]["score"], "system_bleu": test["b"]["score"], "delta": delta,
             "baseline_ci95": [test["a"]["ci_low"], test["a"]["ci_high"]],
             "system_ci95": [test["b"]["ci_low"], test["b"]["ci_high"]],
@@ -245,14 +262,20 @@ def verdict(baseline: str, system: str, delta: float, p_value: float) -> str:
     return f"significant at p<{ALPHA}: {LABELS[system]} {direction} than {LABELS[baseline]}"
 
 
-def task_significance(evals: Mapping[str, Evaluation], n_samples: int, seed: int) -> list[dict[str, Any]]:
+def task_significance(evals: Mapping[str, Evaluation], n_samples: int, seed: int, decoding: str = "greedy"
+                      ) -> list[dict[str, Any]]:
+    """Every comparison's test on `decoding` outputs (sampled: only where both methods have sampled runs)."""
     out = []
     for a, b in comparisons(list(evals)):
         missing = [evals[m].predictions_path for m in (a, b) if evals[m].predictions is None]
         if missing:
-            out.append({"baseline": a, "system": b, "skipped": f"no predictions file: {', '.join(map(str, missing))}"})
+            out.append({"baseline": a, "system": b, "decoding": decoding,
+                        "skipped": f"no predictions file: {', '.join(map(str, missing))}"})
+        elif decoding == "sampled" and not sampled_runs_in(evals[a], evals[b]):
+            out.append({"baseline": a, "system": b, "decoding": decoding,
+                        "skipped": "no sampled runs (evaluate.sampled_runs: 0)"})
         else:
-            out.append(significance(evals[a], evals[b], n_samples, seed))
+            out.append(significance(evals[a], evals[b], n_samples, seed, decoding))
     return out
 
 
@@ -406,14 +429,16 @@ def settings_vs_paper(cfg: Config) -> list[dict[str, Any]]:
 def seed_summary(data: Mapping[str, Any]) -> dict[str, Any]:
     """Mean +- std BLEU over seeds per method and task, and whether base < SFT < GRPO held in every seed.
 
-    `data` is reports/seeds.json: {"seeds": [1, 2], "runs": {"1": {"base": {"sqa": 4.1, ...}, "sft": ...}, ...}}
-    (seed keys may be ints or strings; std is the sample std, ddof=1, 0 for one seed).
+    `data` is sweeps/seeds.json (steps/seeds.py): {"seeds": [1, 2], "runs": {"1": {"base": {"sqa": 4.1, ...},
+    "sft": ...}, ...}}, optionally "swapped" of the same shape with swapped-audio BLEU (seed keys may be ints or
+    strings; std is the sample std, ddof=1, 0 for one seed).
     """
     runs = data.get("runs")
     if not isinstance(runs, Mapping) or not runs:
         raise ValueError('seeds.json: expected {"seeds": [...], "runs": {seed: {method: {task: bleu}}}}, '
                          f"got keys {sorted(data)}")
     runs = {str(k): v for k, v in runs.items()}
+    data = {**data, "swapped": {str(k): v for k, v in (data.get("swapped") or {}).items()}}
     seeds = [str(s) for s in data.get("seeds", list(runs))]
     absent = [s for s in seeds if s not in runs]
     if absent:
@@ -425,8 +450,11 @@ def seed_summary(data: Mapping[str, Any]) -> dict[str, Any]:
         methods = {}
         for method in [m for m in METHODS if any(task in runs[s].get(m, {}) for s in seeds)]:
             values = [float(runs[s][method][task]) for s in seeds if task in runs[s].get(method, {})]
-            methods[method] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1
-                               else 0.0, "n": len(values), "values": values}
+            methods[method] = {"n": len(values), "values": values, **_mean_std(values)}
+            swapped = [data.get("swapped", {}).get(s, {}).get(method, {}).get(task) for s in seeds]
+            swapped = [float(v) for v in swapped if v is not None]
+            if swapped:
+                methods[method]["swapped"] = _mean_std(swapped)
         held, failed, incomplete = [], [], []
         for s in seeds:
             chain = [runs[s].get(m, {}).get(task) for m in SEED_ORDER]
@@ -440,6 +468,10 @@ def seed_summary(data: Mapping[str, Any]) -> dict[str, Any]:
                               "held_in": held, "failed_in": failed, "incomplete_in": incomplete,
                               "held_every_seed": bool(held) and not failed and not incomplete}
     return out
+
+
+def _mean_std(values: Sequence[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
 # --------------------------------------------------------------------------------------------------- the report
@@ -469,6 +501,7 @@ def build_report(evaluations: Mapping[str, Mapping[str, Evaluation]],
         entry: dict[str, Any] = {"present": present, "missing": [m for m in METHODS if m not in evals]}
         if present:
             entry |= {"scores": scores_table(evals), "significance": task_significance(evals, n_samples, seed),
+                      "significance_sampled": task_significance(evals, n_samples, seed, "sampled"),
                       "listening": listening_rows(evals),
                       "predictions_missing": [m for m in present if evals[m].predictions is None],
                       "example_ids": pick_examples(evals, n_examples, seed)}
@@ -568,6 +601,7 @@ def _task_markdown(entry: Mapping[str, Any], boot: Mapping[str, Any]) -> list[st
     out += ["Sampled decoding (top-p, temperature from params `evaluate`), BLEU mean ± sample std over runs:", "",
             md_table(["", "runs", "BLEU"], sampled_rows), ""]
     out += _significance_markdown(entry["significance"], boot)
+    out += _significance_markdown(entry.get("significance_sampled") or [], boot, "sampled")
     out += _listening_markdown(entry["listening"])
     if entry.get("predictions_missing"):
         out += [f"No predictions file for {_labels(entry['predictions_missing'])}: no significance test for them.",
@@ -576,8 +610,11 @@ def _task_markdown(entry: Mapping[str, Any], boot: Mapping[str, Any]) -> list[st
     return out
 
 
-def _significance_markdown(tests: Sequence[Mapping[str, Any]], boot: Mapping[str, Any]) -> list[str]:
-    out = [f"### Significance (paired bootstrap, sacrebleu, BLEU of the greedy outputs paired by example id, "
+def _significance_markdown(tests: Sequence[Mapping[str, Any]], boot: Mapping[str, Any], decoding: str = "greedy"
+                           ) -> list[str]:
+    what = ("the greedy outputs paired by example id" if decoding == "greedy" else
+            "the sampled outputs (the paper's decoding), every run pooled, paired by example id and run")
+    out = [f"### Significance, {decoding} (paired bootstrap, sacrebleu, BLEU of {what}, "
            f"{boot['n_samples']} resamples, seed {boot['seed']})", ""]
     if not tests:
         return [*out, "Only one method evaluated: nothing to compare.", ""]
@@ -651,12 +688,20 @@ def _settings_markdown(settings: Sequence[Mapping[str, Any]]) -> list[str]:
     return out
 
 
+def seeds_markdown(data: Mapping[str, Any]) -> list[str]:
+    """The seed section of sweeps/seeds.md and the README, from seeds.json's content."""
+    return _seeds_markdown(seed_summary(data))
+
+
 def _seeds_markdown(seeds: Mapping[str, Any]) -> list[str]:
     out = [f"## Seeds ({len(seeds['seeds'])}: {', '.join(seeds['seeds'])})", "",
-           "BLEU (greedy) mean ± sample std over seeds.", ""]
+           "Test-split BLEU (greedy), mean ± sample std over seeds, each seed's value, and the same with each "
+           "example's audio swapped for another's.", ""]
     for task, entry in seeds["tasks"].items():
-        rows = [[LABELS[m], f"{fmt(s['mean'])} ± {fmt(s['std'])}", str(s["n"])] for m, s in entry["methods"].items()]
-        out += [f"### {task.upper()}", "", md_table(["", "BLEU", "seeds"], rows), ""]
+        rows = [[LABELS[m], f"{fmt(s['mean'])} ± {fmt(s['std'])}", ", ".join(fmt(v) for v in s["values"]),
+                 f"{fmt(s['swapped']['mean'])} ± {fmt(s['swapped']['std'])}" if "swapped" in s else "n/a"]
+                for m, s in entry["methods"].items()]
+        out += [f"### {task.upper()}", "", md_table(["", "BLEU", "per seed", "BLEU swapped audio"], rows), ""]
         held = "held in every seed" if entry["held_every_seed"] else "did **not** hold in every seed"
         detail = []
         if entry["failed_in"]:
@@ -700,30 +745,36 @@ def _cell(text: str) -> str:
 
 
 def readme_table(report: Mapping[str, Any]) -> str:
-    """A compact method x task table for the README: BLEU, swapped-audio BLEU, p-value vs the previous method."""
-    tasks = list(report["tasks"])
-    header = ["method"]
-    for task in tasks:
-        header += [f"{task.upper()} BLEU", f"{task.upper()} BLEU swapped audio", f"{task.upper()} p vs previous"]
-    rows = []
-    for m in METHODS:
-        cells = [LABELS[m]]
-        for task in tasks:
-            entry = report["tasks"][task]
+    """Compact per-task tables for the README: greedy BLEU, swapped-audio BLEU, sampled BLEU, p vs the previous row."""
+    out = []
+    for task, entry in report["tasks"].items():
+        rows = []
+        for m in METHODS:
             if m not in entry["present"]:
-                cells += ["missing", "", ""]
+                rows.append([LABELS[m], "missing", "", "", "", ""])
                 continue
             row = next(r for r in entry["listening"] if r["method"] == m)
-            test = next((t for t in entry["significance"] if t["system"] == m and "skipped" not in t
-                         and t["baseline"] == _previous(m, entry["present"])), None)
-            p = f"{fmt_p(test['p_value'])} (vs {LABELS[test['baseline']]})" if test else ""
-            cells += [fmt(row["bleu"]), fmt(row["bleu_swapped"]), p]
-        rows.append(cells)
+            sampled = entry["scores"]["sampled"][m]
+            mean, std = sampled["mean"].get("bleu"), sampled["std"].get("bleu")
+            rows.append([LABELS[m], fmt(row["bleu"]), fmt(row["bleu_swapped"]),
+                         _p_vs_previous(entry.get("significance") or [], m, entry["present"]),
+                         f"{fmt(mean)} ± {fmt(std)}" if mean is not None else "n/a",
+                         _p_vs_previous(entry.get("significance_sampled") or [], m, entry["present"])])
+        out += [f"**{task.upper()}**", "",
+                md_table(["method", "BLEU", "BLEU swapped audio", "p vs previous", "BLEU sampled", "p vs previous"],
+                         rows), ""]
     boot = report["bootstrap"]
-    note = (f"Greedy decoding on the test split; swapped audio: each example's audio replaced by another's (a model "
-            f"that listens drops far); p: paired bootstrap on BLEU ({boot['n_samples']} resamples) against the "
-            "previous row. Generated from reports/report.json by `python -m steps.report --readme`.")
-    return md_table(header, rows) + "\n\n" + note
+    note = (f"Test split. BLEU: greedy decoding; swapped audio: the same with each example's audio replaced by "
+            f"another's (a model that listens drops far); sampled: the paper's decoding (top-p 0.9, temperature 0.9),"
+            f" mean ± std over runs; p: paired bootstrap on BLEU ({boot['n_samples']} resamples) against the previous "
+            "row (sampled: every run pooled). Generated from reports/report.json by `python -m steps.report --readme`.")
+    return "\n".join(out) + "\n" + note
+
+
+def _p_vs_previous(tests: Sequence[Mapping[str, Any]], method: str, present: Sequence[str]) -> str:
+    test = next((t for t in tests if t["system"] == method and "skipped" not in t
+                 and t["baseline"] == _previous(method, present)), None)
+    return f"{fmt_p(test['p_value'])} (vs {LABELS[test['baseline']]})" if test else ""
 
 
 def _previous(method: str, present: Sequence[str]) -> str | None:
@@ -744,14 +795,20 @@ def replace_between_markers(text: str, content: str, begin: str = MARK_BEGIN, en
     return f"{head}{begin}\n{content}\n{end}{tail}"
 
 
-def update_readme(readme: Path, report_json: Path) -> Path:
-    """Replace the README's marked block with the table from report.json (nothing is recomputed)."""
+def update_readme(readme: Path, report_json: Path, seeds_json: Path | None = None) -> Path:
+    """Replace the README's marked blocks with the tables from report.json and seeds.json (nothing is recomputed)."""
     if not report_json.is_file():
         raise FileNotFoundError(f"{report_json} not found: run `python -m steps.report` (or `dvc repro report`) first")
     if not readme.is_file():
         raise FileNotFoundError(f"{readme} not found")
     table = readme_table(json.loads(report_json.read_text(encoding="utf-8")))
-    return atomic_write_text(readme, replace_between_markers(readme.read_text(encoding="utf-8"), table))
+    text = replace_between_markers(readme.read_text(encoding="utf-8"), table)
+    if seeds_json is not None and seeds_json.is_file():
+        seeds = json.loads(seeds_json.read_text(encoding="utf-8"))
+        section = "\n".join(seeds_markdown(seeds)[2:]).strip()  # without its heading: the README has its own
+        text = replace_between_markers(text, section + f"\n\nGenerated from {seeds_json.name} by "
+                                       "`python -m steps.report --readme`.", SEEDS_BEGIN, SEEDS_END)
+    return atomic_write_text(readme, text)
 
 
 # --------------------------------------------------------------------------------------------------- plots
@@ -870,12 +927,8 @@ def run_report(cfg: Config, metrics_dir: Path, out_dir: Path, *, n_samples: int 
         for task in evaluations:
             curves[task], read = load_curves(metrics_dir, task)
             inputs += read
-        seeds_path = out_dir / "seeds.json"
-        seeds = json.loads(seeds_path.read_text(encoding="utf-8")) if seeds_path.is_file() else None
-        if seeds is not None:
-            inputs.append(seeds_path)
         report = build_report(evaluations, curves, cfg, n_samples=n_samples, seed=seed, n_examples=n_examples,
-                              seeds=seeds, inputs=[_relative_path(p, root) for p in inputs])
+                              inputs=[_relative_path(p, root) for p in inputs])
         report["plots"] = [f"plots/{name}" for name in write_plots(report, curves, out_dir / "plots")]
         atomic_write_text(out_dir / "examples.md", render_examples(evaluations, report))
         write_json(out_dir / "report.json", report)
@@ -904,10 +957,11 @@ def headline_metrics(report: Mapping[str, Any]) -> dict[str, float]:
             for key in ("bleu", "bleu_swapped"):
                 if row[key] is not None:
                     out[f"{task}/{row['method']}/{key}"] = row[key]
-        for t in entry.get("significance", []):
+        for t in [*entry.get("significance", []), *(entry.get("significance_sampled") or [])]:
             if "p_value" in t:
-                out[f"{task}/{t['system']}_vs_{t['baseline']}/p_value"] = t["p_value"]
-                out[f"{task}/{t['system']}_vs_{t['baseline']}/delta_bleu"] = t["delta"]
+                suffix = "" if t.get("decoding", "greedy") == "greedy" else "_sampled"
+                out[f"{task}/{t['system']}_vs_{t['baseline']}/p_value{suffix}"] = t["p_value"]
+                out[f"{task}/{t['system']}_vs_{t['baseline']}/delta_bleu{suffix}"] = t["delta"]
     return out
 
 
@@ -924,7 +978,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.readme:
         readme = Path(args.readme_path) if args.readme_path else root / "README.md"
         try:
-            update_readme(readme, out_dir / "report.json")
+            update_readme(readme, out_dir / "report.json", root / "sweeps" / "seeds.json")
         except (ValueError, FileNotFoundError) as exc:
             raise SystemExit(f"report --readme: {exc}") from exc
         print(f"report: results table updated in {readme}", flush=True)

@@ -189,7 +189,7 @@ def test_missing_methods_are_reported(tmp_path):
     assert "**Missing**: SQA: GRPO, MP-GRPO; AST: GRPO, MP-GRPO" in md
     assert "No training curves found" in md
     table = rp.readme_table(data)
-    assert "| GRPO | missing |  |  | missing |  |  |" in table
+    assert "| GRPO | missing |  |  |  |  |" in table
 
 
 def test_base_only_and_a_task_without_results(tmp_path):
@@ -280,25 +280,57 @@ def test_seed_summary():
         rp.seed_summary({"seeds": [9], "runs": {"1": {}}})
 
 
-def test_seeds_file_adds_a_section(tmp_path):
-    metrics = make_metrics(tmp_path, ("base",), curves=False)
-    reports = tmp_path / "reports"
-    reports.mkdir()
-    runs = {str(s): {"base": {"sqa": 10.0 + s}, "sft": {"sqa": 20.0}, "grpo": {"sqa": 30.0}} for s in (1, 2)}
-    (reports / "seeds.json").write_text(json.dumps({"seeds": [1, 2], "runs": runs}))
-    data = rp.run_report(Config(), metrics, reports, n_samples=100, seed=1)
-    assert data["seeds"]["tasks"]["sqa"]["methods"]["base"]["mean"] == 11.5
-    md = (reports / "report.md").read_text()
-    assert "## Seeds (2: 1, 2)" in md and "| Base | 11.50 ± 0.71 | 2 |" in md
-    assert "Ordering Base < SFT < GRPO: held in every seed." in md
-    assert (reports / "seeds.json").is_file()  # an input, never overwritten
+def test_seeds_markdown_shows_spread_per_seed_values_and_swapped_audio():
+    runs = {str(s): {"base": {"sqa": 10.0 + s}, "sft": {"sqa": 20.0}, "grpo": {"sqa": 30.0 - 15 * (s == 2)}}
+            for s in (1, 2)}
+    swapped = {str(s): {"base": {"sqa": 1.0}, "sft": {"sqa": 2.0 + s}, "grpo": {"sqa": None}} for s in (1, 2)}
+    md = "\n".join(rp.seeds_markdown({"seeds": [1, 2], "runs": runs, "swapped": swapped}))
+    assert "## Seeds (2: 1, 2)" in md
+    assert "| Base | 11.50 ± 0.71 | 11.00, 12.00 | 1.00 ± 0.00 |" in md
+    assert "| SFT | 20.00 ± 0.00 | 20.00, 20.00 | 3.50 ± 0.71 |" in md
+    assert "| GRPO | 22.50 ± 10.61 | 30.00, 15.00 | n/a |" in md  # no swapped score recorded
+    assert "did **not** hold in every seed (failed in seeds 2)" in md
+
+
+def test_readme_gets_the_seed_table_when_a_sweep_exists(full, tmp_path):
+    out, _ = full
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{rp.MARK_BEGIN}\n{rp.MARK_END}\n\n{rp.SEEDS_BEGIN}\nold\n{rp.SEEDS_END}\n")
+    seeds = tmp_path / "seeds.json"
+    rp.update_readme(readme, out / "report.json", seeds)  # no sweep yet: the seeds block is left alone
+    assert "old" in readme.read_text()
+    runs = {str(s): {"base": {"sqa": 1.0}, "sft": {"sqa": 2.0}, "grpo": {"sqa": 3.0}} for s in (1, 2, 3)}
+    seeds.write_text(json.dumps({"seeds": [1, 2, 3], "runs": runs}))
+    rp.update_readme(readme, out / "report.json", seeds)
+    text = readme.read_text()
+    assert "old" not in text and "| GRPO | 3.00 ± 0.00 | 3.00, 3.00, 3.00 | n/a |" in text
+    assert "Ordering Base < SFT < GRPO: held in every seed." in text and "## Seeds" not in text
+
+
+def test_sampled_significance_pools_the_runs_paired_by_run_and_id(full, tmp_path):
+    _, data = full
+    tests = data["tasks"]["sqa"]["significance_sampled"]
+    first = next(t for t in tests if (t["baseline"], t["system"]) == ("base", "sft"))
+    assert first["decoding"] == "sampled" and first["n"] == 3 * N  # three runs of every example
+    greedy = next(t for t in data["tasks"]["sqa"]["significance"] if (t["baseline"], t["system"]) == ("base", "sft"))
+    # the fixture's runs all equal the greedy output: the same BLEU up to smoothing of empty n-gram orders
+    assert first["delta"] == pytest.approx(greedy["delta"], rel=0.02)
+    metrics = make_metrics(tmp_path, ("base", "sft"), curves=False)
+    for method in ("base", "sft"):  # no sampled runs: the test is skipped with the reason
+        path = metrics / method / "sqa.predictions.jsonl"
+        rows = [{k: v for k, v in json.loads(line).items() if k != "sampled"} for line in path.read_text().splitlines()]
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    evals = rp.load_evaluations(metrics)["sqa"]
+    (skipped,) = rp.task_significance(evals, 100, 1, "sampled")
+    assert "no sampled runs" in skipped["skipped"]
 
 
 def test_readme_table_and_marker_replacement(full, tmp_path):
     out, data = full
     table = rp.readme_table(data)
     assert "| SFT | 30.00 | 3.00 | " in table and "(vs Base)" in table and "(vs GRPO)" in table
-    assert table.splitlines()[0].startswith("| method | SQA BLEU | SQA BLEU swapped audio | SQA p vs previous |")
+    assert table.startswith("**SQA**\n\n| method | BLEU | BLEU swapped audio | p vs previous | BLEU sampled | p vs ")
+    assert "**AST**" in table and "| 29.00 ± 0.50 |" in table  # SFT's sampled mean +- std
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\nbefore\n{rp.MARK_BEGIN}\nold table\n{rp.MARK_END}\nafter\n")
     rp.update_readme(readme, out / "report.json")
