@@ -50,7 +50,7 @@ class StageOutcome:
 
 
 def stage_graph(root: str | Path, targets: Sequence[str] = ()) -> list[StageNode]:
-    """The stages DVC would reproduce for `targets` (default: all of dvc.yaml), in DVC's execution order.
+    """The stages DVC would reproduce for `targets` (default: every stage of ./dvc.yaml), in DVC's execution order.
 
     The order is DVC's own `plan_repro` over the active graph (frozen stages disconnected), i.e. what `dvc repro`
     does; foreach stages come expanded (`prepare@sqa`). Upstream sets are the graph's edges (to draw the chain).
@@ -69,7 +69,8 @@ def stage_graph(root: str | Path, targets: Sequence[str] = ()) -> list[StageNode
         graph = get_active_graph(repo.index.graph)
         # Targets too are read relative to the cwd: anchor them at the repo's dvc.yaml files.
         absolute = [str(root / t) if ":" in t else f"{root / 'dvc.yaml'}:{t}" for t in targets]
-        chosen = [s for t in absolute for s in repo.stage.collect(t)] if targets else None
+        # No target = the main dvc.yaml, as `dvc repro` does (the seed sweep in sweeps/dvc.yaml is only run on request)
+        chosen = [s for t in absolute or [str(root / "dvc.yaml")] for s in repo.stage.collect(t)]
         order = plan_repro(graph, chosen)
         return [StageNode(address(s), tuple(sorted(address(d) for d in graph.successors(s)))) for s in order]
 

@@ -590,6 +590,29 @@ class ReportConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """The seed sweep (steps/seeds.py, `dvc repro sweeps/dvc.yaml`): post-training repeated with other seeds.
+
+    `seeds` are the extra seeds; the pipeline's own run (top-level `seed`) is the first seed of the summary, so
+    three seeds cost two extra post-training runs. Each extra seed reruns sft, grpo and mpgrpo for every task from
+    the same base model and data, then greedy evaluation with the listening check (`sampled_runs` sampled passes).
+    """
+
+    seeds: tuple[int, ...] = (1, 2)
+    sampled_runs: int = 0
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.seeds:
+            out.append("seeds: list at least one extra seed, e.g. [1, 2]")
+        if any(s < 0 for s in self.seeds) or len(set(self.seeds)) != len(self.seeds):
+            out.append(f"seeds: must be distinct integers >= 0, got {self.seeds}")
+        if self.sampled_runs < 0:
+            out.append(f"sampled_runs: must be >= 0, got {self.sampled_runs}")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     seed: int = 1234
     paths: PathsConfig = PathsConfig()
@@ -602,9 +625,14 @@ class Config:
     mpgrpo: GrpoConfig = GrpoConfig(num_off_policy=1)
     evaluate: EvaluateConfig = EvaluateConfig()
     report: ReportConfig = ReportConfig()
+    sweep: SweepConfig = SweepConfig()
 
     def problems(self) -> list[str]:
-        return [] if self.seed >= 0 else [f"seed: must be >= 0, got {self.seed}"]
+        out = [] if self.seed >= 0 else [f"seed: must be >= 0, got {self.seed}"]
+        if self.seed in self.sweep.seeds:
+            out.append(f"sweep.seeds: {self.seed} is the pipeline's own seed (top-level `seed`), already the first "
+                       "seed of the sweep; list other seeds")
+        return out
 
 
 # --------------------------------------------------------------------------------------------------- parsing

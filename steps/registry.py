@@ -135,9 +135,10 @@ def register_model(run: Any, model_dir: Path, task: str, method: str) -> str | N
 
     `run` is the `StageRun` handle of `steps.tracking.stage_run`. Returns the new version's URI
     (`models:/speech-grpo-sqa-sft/3`), or None when tracking is off or failed (reported once; the stage goes on), and
-    in every process of a multi-GPU launch but the first.
+    in every process of a multi-GPU launch but the first, and for the seed sweep's models.
     """
-    if not tracking.tracking_enabled() or run is None or run.run_id is None or not is_main_process():
+    if (not tracking.tracking_enabled() or run is None or run.run_id is None or not is_main_process()
+            or tracking.in_seed_sweep()):
         return None
     name = registered_name(task, method)
     try:

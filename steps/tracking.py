@@ -47,6 +47,7 @@ ENV_RUN_ID = "SPEECH_GRPO_MLFLOW_RUN_ID"
 ENV_PARENT_RUN_ID = "SPEECH_GRPO_MLFLOW_PARENT_RUN_ID"
 ENV_DVC_EXP = "SPEECH_GRPO_DVC_EXP"
 ENV_TRACKING = "SPEECH_GRPO_TRACKING"
+ENV_SWEEP_SEED = "SPEECH_GRPO_SWEEP_SEED"  # set by steps.seeds while it trains a sweep seed
 DEFAULT_EXPERIMENT = "speech-grpo"
 INVOCATION_TAG = "pipeline_invocation"
 # MLflow limits a param value to 6000 characters; longer values (prompt lists) are cut rather than rejected.
@@ -178,7 +179,14 @@ def _common_tags() -> dict[str, str]:
     exp_name = os.environ.get("DVC_EXP_NAME") or os.environ.get(ENV_DVC_EXP)
     if exp_name:
         tags["dvc_experiment"] = exp_name
+    if os.environ.get(ENV_SWEEP_SEED):
+        tags["sweep_seed"] = os.environ[ENV_SWEEP_SEED]
     return tags
+
+
+def in_seed_sweep() -> bool:
+    """True while steps.seeds trains an extra seed (its models are not the pipeline's: they are not registered)."""
+    return bool(os.environ.get(ENV_SWEEP_SEED))
 
 
 # --------------------------------------------------------------------------------------------------- the flow's API

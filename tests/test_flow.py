@@ -54,6 +54,9 @@ def toy_repo(tmp_path_factory) -> Path:
     tmp_path = tmp_path_factory.mktemp("toy")
     subprocess.run([DVC, "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
     (tmp_path / "dvc.yaml").write_text(TOY_DVC_YAML)
+    (tmp_path / "extra").mkdir()  # like sweeps/dvc.yaml: downstream of the main pipeline, run only on request
+    (tmp_path / "extra" / "dvc.yaml").write_text("stages:\n  more:\n    wdir: ..\n    cmd: cp a.txt more.txt\n"
+                                                 "    deps: [a.txt]\n    outs: [more.txt]\n")
     return tmp_path
 
 
@@ -68,6 +71,8 @@ def test_stage_order_is_dvcs_own(toy_repo):
     assert [n.name for n in nodes] == _dvc_dry_order(toy_repo)
     assert {n.name: n.upstream for n in nodes}["c"] == ("b@x", "b@y")
     assert [n.name for n in stage_graph(toy_repo, ["b@y"])] == ["a", "b@y"]
+    assert "extra/dvc.yaml:more" not in [n.name for n in nodes]  # as `dvc repro`: ./dvc.yaml only
+    assert [n.name for n in stage_graph(toy_repo, ["extra/dvc.yaml:more"])] == ["a", "extra/dvc.yaml:more"]
 
 
 @pytest.mark.slow

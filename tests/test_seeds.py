@@ -1,0 +1,87 @@
+"""The seed sweep (steps/seeds.py): per-seed post-training, the summary, and what it refuses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from steps.config import ConfigError, config_from_dict
+from steps.seeds import collect, run_sweep, seed_config
+from tests.test_grpo import state_of, workspace
+from tests.tiny_sallm import speech_rows_fixture  # noqa: F401
+
+TASK = "ast"  # tests.test_grpo's workspace prepares this task only
+
+
+def write_metrics(metrics: Path, method: str, bleu: float, swapped: float) -> None:
+    (metrics / method).mkdir(parents=True, exist_ok=True)
+    (metrics / method / f"{TASK}.json").write_text(json.dumps({"bleu": bleu, "bleu_swapped": swapped}))
+
+
+def test_sweep_seeds_must_differ_from_the_pipeline_seed() -> None:
+    with pytest.raises(ConfigError, match=r"sweep.seeds: 1234 is the pipeline's own seed"):
+        config_from_dict({"seed": 1234, "sweep": {"seeds": [1234, 5]}})
+    with pytest.raises(ConfigError, match=r"sweep.seeds: must be distinct"):
+        config_from_dict({"sweep": {"seeds": [5, 5]}})
+
+
+def test_seed_config_changes_the_seed_and_the_evaluation_only() -> None:
+    cfg = config_from_dict({"sweep": {"seeds": [7], "sampled_runs": 1}, "evaluate": {"split": "validation"}})
+    scfg = seed_config(cfg, 7)
+    assert scfg.seed == 7 and scfg.evaluate.split == "test" and scfg.evaluate.sampled_runs == 1
+    assert scfg.sft == cfg.sft and scfg.grpo == cfg.grpo and scfg.model == cfg.model
+
+
+def test_collect_takes_the_pipeline_seed_from_metrics_and_the_base_from_the_pipeline(tmp_path: Path) -> None:
+    cfg = config_from_dict({"seed": 3, "sweep": {"seeds": [8]}})
+    for method, bleu in {"base": 1.0, "sft": 2.0, "grpo": 3.0, "mpgrpo": 4.0}.items():
+        write_metrics(tmp_path / "metrics", method, bleu, bleu / 10)
+    for method, bleu in {"sft": 5.0, "grpo": 6.0, "mpgrpo": 7.0}.items():
+        write_metrics(tmp_path / "sweeps" / "runs" / "seed-8" / "metrics", method, bleu, 0.5)
+    data = collect(cfg, tmp_path, tmp_path / "sweeps" / "runs", (TASK,))
+    assert data["seeds"] == ["3", "8"]
+    assert data["runs"]["3"] == {"base": {TASK: 1.0}, "sft": {TASK: 2.0}, "grpo": {TASK: 3.0}, "mpgrpo": {TASK: 4.0}}
+    assert data["runs"]["8"] == {"base": {TASK: 1.0}, "sft": {TASK: 5.0}, "grpo": {TASK: 6.0}, "mpgrpo": {TASK: 7.0}}
+    assert data["swapped"]["8"]["grpo"][TASK] == 0.5
+
+
+def test_collect_names_the_missing_evaluation(tmp_path: Path) -> None:
+    cfg = config_from_dict({"seed": 3, "sweep": {"seeds": [8]}})
+    for method in ("base", "sft", "grpo", "mpgrpo"):
+        write_metrics(tmp_path / "metrics", method, 1.0, 0.1)
+    with pytest.raises(FileNotFoundError, match=r"seed-8/metrics/sft/ast.json not found"):
+        collect(cfg, tmp_path, tmp_path / "sweeps" / "runs", (TASK,))
+
+
+@pytest.mark.slow
+def test_a_sweep_seed_trains_every_method_with_its_own_seed(tmp_path: Path, speech_rows: list[dict[str, Any]],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPEECH_GRPO_TRACKING", "off")
+    root = workspace(tmp_path, speech_rows)
+    (root / "data" / "prepared").mkdir()
+    (root / "data" / TASK).rename(root / "data" / "prepared" / TASK)
+    micro = {"max_steps": 2, "eval_every": 2, "eval_examples": 4, "eval_batch_size": 4, "max_new_tokens": 8,
+             "threads": 1}
+    grpo = {**micro, "init": "sft", "prompts_per_step": 2, "num_generations": 4, "lr": 1e-3,
+            "max_completion_length": 8, "reward_weights": {"chrf": 1.0}}
+    cfg = config_from_dict({"seed": 3, "sweep": {"seeds": [8, 9]}, "sft": {**micro, "batch_size": 4, "lr": 3e-3},
+                            "grpo": grpo, "mpgrpo": {"num_off_policy": 1},
+                            "evaluate": {"max_new_tokens": 8, "batch_size": 8, "sampled_runs": 2}})
+    for method in ("base", "sft", "grpo", "mpgrpo"):
+        write_metrics(root / "metrics", method, 1.0, 0.1)  # stands in for the pipeline's own run
+    data = run_sweep(cfg, root, root / "sweeps", tasks=(TASK,))
+    for seed in (8, 9):
+        run = root / "sweeps" / "runs" / f"seed-{seed}"
+        for method in ("sft", "grpo", "mpgrpo"):
+            assert (run / "models" / method / TASK / "config.json").is_file()
+            metrics = json.loads((run / "metrics" / method / f"{TASK}.json").read_text())
+            assert metrics["seed"] == seed and metrics["n"] == len(speech_rows) and "bleu_swapped" in metrics
+            assert "bleu_sampled_mean" not in metrics  # sweep.sampled_runs = 0 overrides evaluate's 2
+        assert not (run / ".work").exists()
+    a, b = (state_of(root / "sweeps" / "runs" / f"seed-{s}" / "models" / "grpo" / TASK) for s in (8, 9))
+    assert any(not a[k].equal(b[k]) for k in a)  # the seed reached training
+    assert data["seeds"] == ["3", "8", "9"]
+    assert "## Seeds (3: 3, 8, 9)" in (root / "sweeps" / "seeds.md").read_text()
