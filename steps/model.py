@@ -119,34 +119,40 @@ def encode_each_clip_once(encoder: nn.Module) -> nn.Module:
     GRPO repeats every prompt's audio num_generations times, so without this the encoder (most of a small SALLM's
     compute) runs G times on the same clip in every pass. Outputs are the same rows, and the gradient is the same
     (indexing sums the copies' gradients), as long as the encoder is deterministic per clip (dropout off, as in
-    every preset here; with dropout on, the copies would share one mask). Patches this instance's forward only;
-    calling it twice is harmless.
+    every preset here; with dropout on, the copies would share one mask). Done by switching this instance to a
+    subclass (not by patching `forward`: a deep copy of the model must keep using its own weights); parameters and
+    state-dict keys are unchanged; calling it twice is harmless.
     """
-    if getattr(encoder, "_encodes_each_clip_once", False):
-        return encoder
-    original = encoder.forward
+    cls = type(encoder)
+    if not issubclass(cls, _EachClipOnce):
+        if cls not in _EACH_CLIP_ONCE_CLASSES:
+            _EACH_CLIP_ONCE_CLASSES[cls] = type(f"EachClipOnce{cls.__name__}", (_EachClipOnce, cls), {})
+        encoder.__class__ = _EACH_CLIP_ONCE_CLASSES[cls]
+    return encoder
 
-    def forward(input_features: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+
+class _EachClipOnce(nn.Module):
+    def forward(self, input_features: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         n = input_features.shape[0]
         _, inverse = torch.unique(input_features.reshape(n, -1), dim=0, return_inverse=True)
         k = int(inverse.max()) + 1 if n else 0
         if k == n:
-            return original(input_features, *args, **kwargs)
+            return super().forward(input_features, *args, **kwargs)
         first = torch.full((k,), n, dtype=torch.long, device=inverse.device).scatter_reduce(
             0, inverse, torch.arange(n, device=inverse.device), reduce="amin")
 
         def pick(value: Any) -> Any:  # per-row arguments (attention masks) follow the rows they belong to
             return value[first] if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == n else value
 
-        out = original(input_features[first], *[pick(a) for a in args], **{k_: pick(v) for k_, v in kwargs.items()})
+        out = super().forward(input_features[first], *[pick(a) for a in args],
+                              **{key: pick(v) for key, v in kwargs.items()})
         if isinstance(out, torch.Tensor):
             return out[inverse]
         out.last_hidden_state = out.last_hidden_state[inverse]
         return out
 
-    encoder.forward = forward
-    encoder._encodes_each_clip_once = True
-    return encoder
+
+_EACH_CLIP_ONCE_CLASSES: dict[type, type] = {}
 
 
 # --------------------------------------------------------------------------------------------------- loading

@@ -167,3 +167,9 @@ def test_encoding_each_clip_once_keeps_the_loss_and_gradients(tiny_sallm, speech
     assert g_plain.keys() == g_shared.keys() and any("audio_tower" in n for n in g_shared)
     for name, grad in g_plain.items():
         assert torch.allclose(grad, g_shared[name], atol=1e-5, rtol=1e-4), name
+    twin = copy.deepcopy(shared)  # a copy computes with its own weights
+    with torch.no_grad():
+        for p in get_submodule(twin, adapter.encoder).parameters():
+            p.zero_()
+    assert not torch.allclose(twin(**training_batch(twin, processor, rows)).loss, loss_shared)
+    assert set(shared.state_dict()) == set(plain.state_dict())
