@@ -428,6 +428,10 @@ class GrpoConfig:
     get behaviour probability 1 and no clipping; `policy_shaping_gamma` (e.g. 0.1) applies LUFFY's f(x) = x/(x+gamma)
     to their probability ratio. An off-policy text longer than `max_completion_length` tokens is not truncated: that
     example keeps its on-policy sample (counted in MLflow as offpolicy/too_long).
+
+    `advantage_std_floor` (scale_rewards: group only): advantages are (r - mean) / max(std, floor) over the group
+    instead of / (std + 1e-4), so a group whose rewards differ by little (smoothed sentence BLEU of wrong answers
+    always differs a little) does not get full-size advantages from noise. LEAF's re-implementation used 1/3.
     """
 
     init: Literal["base", "sft"] = "sft"
@@ -445,6 +449,7 @@ class GrpoConfig:
     epsilon: float = 0.2
     epsilon_high: float | None = None
     scale_rewards: Literal["group", "batch", "none"] = "group"
+    advantage_std_floor: float | None = None
     reward_weights: dict[str, float] = dataclasses.field(default_factory=lambda: {"bleu": 1.0})
     reward_options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     num_off_policy: int = 0
@@ -471,6 +476,9 @@ class GrpoConfig:
         out = []
         if self.lr <= 0:
             out.append(f"lr: must be > 0, got {self.lr}")
+        if self.advantage_std_floor is not None and (self.advantage_std_floor <= 0 or self.scale_rewards != "group"):
+            out.append(f"advantage_std_floor: needs scale_rewards: group and a value > 0 (e.g. 0.333), got "
+                       f"{self.advantage_std_floor} with scale_rewards {self.scale_rewards!r}; null turns it off")
         if not 0 <= self.warmup_ratio < 1:
             out.append(f"warmup_ratio: must be within [0, 1), got {self.warmup_ratio}")
         for name in ("max_steps", "prompts_per_step", "max_completion_length", "eval_every", "eval_examples",

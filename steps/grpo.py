@@ -91,6 +91,20 @@ CURVE_KEYS = {"reward": "reward", "reward_std": "reward_std", "kl": "kl", "entro
 # --------------------------------------------------------------------------------------------------- the loss
 
 
+def floored_advantages(rewards_per_func: torch.Tensor, weights: torch.Tensor, group: int, floor: float
+                       ) -> torch.Tensor:
+    """(r - group mean) / max(group std, floor) for every row (TRL's weighted sum, nan-aware mean and std)."""
+    from trl.trainer.utils import nanstd
+
+    unscorable = torch.isnan(rewards_per_func).all(dim=1)
+    rewards = (rewards_per_func * weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)
+    rewards[unscorable] = torch.nan
+    grouped = rewards.view(-1, group)
+    mean = torch.nanmean(grouped, dim=1).repeat_interleave(group)
+    std = nanstd(grouped, dim=1).repeat_interleave(group)
+    return torch.nan_to_num((rewards - mean) / std.clamp(min=floor), nan=0.0)
+
+
 def policy_token_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor,
                       off_policy: torch.Tensor, epsilon_low: float, epsilon_high: float,
                       shaping_gamma: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,7 +183,8 @@ def audio_grpo_trainer_class() -> type:
 
     class AudioGRPOTrainer(GRPOTrainer):
         def __init__(self, *args: Any, adapter: FamilyAdapter, off_policy: OffPolicySource | None = None,
-                     num_off_policy: int = 0, shaping_gamma: float | None = None, validation: Any = None,
+                     num_off_policy: int = 0, shaping_gamma: float | None = None,
+                     advantage_std_floor: float | None = None, validation: Any = None,
                      validation_settings: GenerationSettings | None = None, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.adapter = adapter
@@ -178,6 +193,8 @@ def audio_grpo_trainer_class() -> type:
             self.shaping_gamma = shaping_gamma
             self.validation = validation
             self.validation_settings = validation_settings or GenerationSettings()
+            self.advantage_std_floor = advantage_std_floor
+            self._all_rewards: torch.Tensor | None = None
             self._rows: list[dict[str, Any]] = []
             self._audio_fields: dict[str, torch.Tensor] | None = None
             self._off_mask: list[bool] = []
@@ -194,6 +211,10 @@ def audio_grpo_trainer_class() -> type:
             try:
                 output = super()._generate_and_score_completions(inputs)
                 device = self.accelerator.device
+                if self.advantage_std_floor is not None and self.model.training:
+                    output["advantages"] = floored_advantages(
+                        self._all_rewards, self.reward_weights, self.num_generations, self.advantage_std_floor,
+                    )[self.accelerator.process_index * len(inputs):(self.accelerator.process_index + 1) * len(inputs)]
                 output.update({k: v.to(device) for k, v in (self._audio_fields or {}).items()})
                 output["off_policy_mask"] = torch.tensor(self._off_mask or [False] * len(inputs), device=device)
                 return output
@@ -291,6 +312,7 @@ def audio_grpo_trainer_class() -> type:
 
         def _calculate_rewards(self, inputs: Any, prompts: Any, completions: Any, completion_ids_list: Any) -> Any:
             rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            self._all_rewards = rewards_per_func  # every process's rows, for advantages with a std floor
             if self.num_off_policy and self.model.training:
                 local = torch.tensor(self._off_mask or [False] * len(prompts), device=rewards_per_func.device)
                 off = self.accelerator.gather(local).bool()
@@ -511,7 +533,8 @@ def build_trainer(cfg: Config, method: str, model: Any, processor: Any, train: A
     return trainer_class(model=model, reward_funcs=funcs, args=args, train_dataset=train, eval_dataset=validation,
                          processing_class=processor, callbacks=callbacks, adapter=adapter_for(model),
                          off_policy=off_policy, num_off_policy=gcfg.num_off_policy,
-                         shaping_gamma=gcfg.policy_shaping_gamma, validation=validation,
+                         shaping_gamma=gcfg.policy_shaping_gamma, advantage_std_floor=gcfg.advantage_std_floor,
+                         validation=validation,
                          validation_settings=GenerationSettings(max_new_tokens=gcfg.max_new_tokens))
 
 

@@ -16,6 +16,7 @@ from steps.grpo import (
     audio_grpo_trainer_class,
     build_trainer,
     curve_csv,
+    floored_advantages,
     off_policy_positions,
     policy_token_loss,
     run_grpo,
@@ -77,6 +78,18 @@ def test_on_policy_tokens_are_clipped_and_off_policy_tokens_are_not() -> None:
     # Off-policy: loss = -pi * A, so d/dlogp = -pi = -0.5 (behaviour probability 1, no clip).
     assert torch.allclose(logps.grad[1], torch.tensor([-0.5, -0.5]))
     assert torch.allclose(loss[1].detach(), torch.tensor([-0.5, -0.5]))
+
+
+def test_std_floor_keeps_noise_level_reward_differences_small() -> None:
+    rewards = torch.tensor([[0.10], [0.11], [0.12], [0.13], [0.0], [1.0], [0.0], [1.0]])  # two groups of 4
+    adv = floored_advantages(rewards, torch.tensor([1.0]), group=4, floor=1 / 3)
+    noise, signal = adv[:4], adv[4:]
+    assert torch.allclose(noise, (rewards[:4, 0] - 0.115) * 3)  # std 0.013 < floor: divided by 1/3, not 0.013
+    assert noise.abs().max() < 0.05
+    std = rewards[4:, 0].std()  # 0.577 > floor: plain group normalisation
+    assert torch.allclose(signal, (rewards[4:, 0] - 0.5) / std)
+    unscorable = torch.tensor([[float("nan")], [0.2], [0.4], [0.6]])
+    assert floored_advantages(unscorable, torch.tensor([1.0]), 4, 0.1)[0] == 0
 
 
 def test_policy_shaping_rescales_off_policy_ratios() -> None:
