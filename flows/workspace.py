@@ -8,7 +8,8 @@
   the main repository, so `dvc exp show` there lists it), and the worktree is removed. The main workspace is never
   touched, and concurrent runs each have their own worktree.
 
-Note: a worktree holds HEAD, i.e. committed code and dvc.yaml; uncommitted edits run only without overrides.
+Note: a worktree holds HEAD, i.e. committed code and dvc.yaml; uncommitted edits run only without overrides. The
+workspace's dvc.lock is copied in when it differs from HEAD's, so what `dvc repro` made there is reused.
 """
 
 from __future__ import annotations
@@ -87,6 +88,13 @@ def experiment_workspace(root: Path, name: str, emit: Callable[[str], None] = pr
     path.parent.mkdir(parents=True, exist_ok=True)
     _run(["git", "worktree", "add", "--detach", str(path), "HEAD"], root)
     try:
+        # The workspace's dvc.lock records what `dvc repro` last made there, often not committed yet: start from it,
+        # so stages that are unchanged for this run are checked out instead of rerun (DVC still checks every dep).
+        lock = root / "dvc.lock"
+        if lock.is_file() and (not (path / "dvc.lock").is_file()
+                               or lock.read_bytes() != (path / "dvc.lock").read_bytes()):
+            shutil.copyfile(lock, path / "dvc.lock")
+            emit("workspace dvc.lock differs from HEAD's (not committed): the run starts from the workspace's")
         cache_dir = _run([dvc_executable(), "cache", "dir"], root).strip()
         # Links, not copies: outputs of unchanged stages appear instantly; DVC protects linked cache files.
         (path / ".dvc" / "config.local").write_text(

@@ -250,3 +250,21 @@ def test_flow_end_to_end_with_an_override(clone, prefect_api, monkeypatch):
     assert len(_git("worktree", "list", cwd=clone).splitlines()) == 1
     failed = client.search_runs([exp.experiment_id], filter_string="tags.dvc_experiment = 'e2e-bad'")
     assert {r.info.status for r in failed} == {"FAILED"}
+
+
+def test_experiment_worktree_starts_from_the_workspace_lock(tmp_path):
+    root = tmp_path / "repo"
+    root.mkdir()
+    _git("init", "-q", cwd=root)
+    subprocess.run([DVC, "init", "-q"], cwd=root, check=True)
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    (root / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    _git("add", "-A", cwd=root)
+    _git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=root)
+    # `dvc repro` in the workspace rewrote the lock, not committed yet
+    (root / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n# reproduced in the workspace\n")
+    messages: list[str] = []
+    with workspace.experiment_workspace(root, "run-1", messages.append) as path:
+        assert (path / "dvc.lock").read_text() == (root / "dvc.lock").read_text()
+    assert any("not committed" in m for m in messages)
+    assert not path.exists()
