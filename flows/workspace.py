@@ -118,5 +118,8 @@ def _remove_worktree(root: Path, path: Path) -> None:
 
 
 def save_experiment(workdir: Path, name: str) -> str:
-    """`dvc exp save --name <name>`: the worktree's params and dvc.lock become an experiment of its baseline."""
-    return _run([dvc_executable(), "exp", "save", "--name", name], workdir).strip()
+    """`dvc exp save --name <name>`: the worktree's params and dvc.lock become an experiment of its baseline.
+
+    Limited to ./dvc.yaml's stages: the seed sweep (sweeps/dvc.yaml) is not part of a run and has no outputs there.
+    """
+    return _run([dvc_executable(), "exp", "save", "--name", name, "dvc.yaml"], workdir).strip()
