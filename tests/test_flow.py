@@ -268,3 +268,19 @@ def test_experiment_worktree_starts_from_the_workspace_lock(tmp_path):
         assert (path / "dvc.lock").read_text() == (root / "dvc.lock").read_text()
     assert any("not committed" in m for m in messages)
     assert not path.exists()
+
+
+@pytest.mark.parametrize("dvcfile", ["dvc.yaml", "sweeps/dvc.yaml"])
+def test_every_stage_output_is_cached(dvcfile):
+    """metrics/ and reports/ are gitignored: an output with `cache: false` would exist nowhere but the workspace, so
+    a clone could not `dvc checkout` it and an experiment worktree would rerun its stage (measured: pretraining reran
+    in a triggered run because metrics/base/pretrain.json could not be restored)."""
+    stages = yaml.safe_load((REPO / dvcfile).read_text())["stages"]
+    uncached = []
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        for kind in ("outs", "metrics", "plots"):
+            for entry in body.get(kind, []):
+                if isinstance(entry, dict) and any(opts.get("cache") is False for opts in entry.values()):
+                    uncached.append(f"{name}: {next(iter(entry))}")
+    assert not uncached, f"outputs with cache: false in {dvcfile}: {uncached}"
