@@ -21,8 +21,8 @@ from steps.evaluate import (
 )
 from steps.io import read_jsonl
 from steps.sft import run_sft
-from tests.test_sft import TASK, micro_config, sft_paths, workspace
-from tests.tiny_sallm import speech_rows_fixture, to_dataset  # noqa: F401
+from tests.test_sft import TASK, micro_config, sft_paths
+from tests.tiny_sallm import speech_rows_fixture, to_dataset, workspace  # noqa: F401
 
 REFS = ["the cat sat on the mat", "a dog runs in the park", "we read a book today"]
 

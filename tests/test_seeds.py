@@ -10,10 +10,10 @@ import pytest
 
 from steps.config import ConfigError, config_from_dict
 from steps.seeds import collect, run_sweep, seed_config
-from tests.test_grpo import state_of, workspace
-from tests.tiny_sallm import speech_rows_fixture  # noqa: F401
+from tests.test_grpo import state_of
+from tests.tiny_sallm import speech_rows_fixture, workspace  # noqa: F401
 
-TASK = "ast"  # tests.test_grpo's workspace prepares this task only
+TASK = "ast"  # the task tests.tiny_sallm.workspace prepares by default
 
 
 def write_metrics(metrics: Path, method: str, bleu: float, swapped: float) -> None:

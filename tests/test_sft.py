@@ -19,20 +19,9 @@ from steps.sft import (
     prepare_work_dir,
     run_sft,
 )
-from tests.tiny_sallm import build_micro, speech_rows_fixture, tiny_sallm_fixture, to_dataset  # noqa: F401
+from tests.tiny_sallm import speech_rows_fixture, tiny_sallm_fixture, workspace  # noqa: F401
 
 TASK = "ast"
-
-
-def workspace(root: Path, rows: list[dict[str, Any]]) -> Path:
-    """models/base (an untrained micro SALLM) and data/prepared/ast/{train,validation,test} = the same rows."""
-    from steps.tiny_model import save
-
-    for split in ("train", "validation", "test"):
-        to_dataset(rows).save_to_disk(str(root / "data" / TASK / split))
-    model, processor = build_micro(rows)
-    save(model, processor, root / "models" / "base")
-    return root
 
 
 def micro_config(**sft: Any) -> Any:

@@ -60,6 +60,17 @@ def to_dataset(rows: list[dict[str, Any]]) -> Any:
     return datasets.Dataset.from_dict(columns)
 
 
+def workspace(root: Path, rows: list[dict[str, Any]], task: str = "ast") -> Path:
+    """models/base (an untrained micro SALLM) and data/<task>/{train,validation,test} = the same rows."""
+    from steps.tiny_model import save
+
+    for split in ("train", "validation", "test"):
+        to_dataset(rows).save_to_disk(str(root / "data" / task / split))
+    model, processor = build_micro(rows)
+    save(model, processor, root / "models" / "base")
+    return root
+
+
 def write_prepared(root: Path, rows: list[dict[str, Any]], pool: str = "pretrain") -> Path:
     """Save rows as <root>/<pool>/{train,validation,test}: test gets the last third, the others the rest."""
     cut = max(4, len(rows) // 3)  # at least two of each task: the listening check swaps within a task
