@@ -368,7 +368,9 @@ class SftConfig:
     """The sft stage (steps/sft.py): TRL's SFTTrainer on one task's train split, starting from models/base.
 
     `max_steps` > 0 overrides `epochs`. Validation every `eval_every` optimiser steps on the first `eval_examples`
-    of the validation split: loss, and BLEU by greedy generation; the checkpoint kept is the best on that BLEU.
+    of the validation split: loss, and BLEU with `eval_decoding` (`sampled`: the evaluation's decoding,
+    evaluate.temperature/top_p, seeded with `seed`, as the paper reports; or `greedy`); the checkpoint kept is the
+    best on that BLEU.
     Checkpoints go to `<paths.models>/.work/sft/<task>` (resumed after an interruption, deleted after success).
     """
 
@@ -384,6 +386,7 @@ class SftConfig:
     train_limit: int | None = None
     eval_every: int = 50
     eval_examples: int = 64
+    eval_decoding: Literal["sampled", "greedy"] = "sampled"
     eval_batch_size: int = 32
     max_new_tokens: int = 48
     logging_steps: int = 1
@@ -461,6 +464,7 @@ class GrpoConfig:
     train_limit: int | None = None
     eval_every: int = 20
     eval_examples: int = 32
+    eval_decoding: Literal["sampled", "greedy"] = "sampled"
     eval_batch_size: int = 32
     max_new_tokens: int = 48
     logging_steps: int = 1

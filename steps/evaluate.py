@@ -8,8 +8,8 @@ Models: `base` is models/base; `sft`, `grpo`, `mpgrpo` are models/<name>/<task>;
 
 Decoding (batched, KV cache, steps.model.generate): `evaluate.sampled_runs` runs of the paper's sampled decoding
 (top-p 0.9, temperature 0.9, run r seeded with seed + r), reported as mean and sample std over runs; greedy; and the
-listening check, greedy again with every example's audio swapped for another example's (steps.listening.swap_audio).
-A model that listens scores far lower with swapped audio.
+listening check, greedy and one sampled run again with every example's audio swapped for another example's
+(steps.listening.swap_audio). A model that listens scores far lower with swapped audio.
 
 Metrics (steps.metrics.corpus_scores): sacrebleu corpus BLEU and chrF with their signatures (tokenizer, casing),
 ROUGE-1/2/L, METEOR (WordNet offline, or reported as skipped), BERTScore-F1 with a local model (else skipped), and WER
@@ -72,11 +72,13 @@ class Decoded:
     sampled: list[list[str]] = field(default_factory=list)  # one list per run
     greedy: list[str] | None = None
     swapped: list[str] | None = None
+    swapped_sampled: list[str] | None = None  # one sampled run on the swapped audio: the listening check, sampled
     seconds: float = 0.0
 
 
 def decode_all(model: Any, processor: Any, dataset: Any, ecfg: EvaluateConfig, seed: int) -> Decoded:
-    """Sampled runs, greedy, and greedy on swapped audio, all batched with the KV cache."""
+    """Sampled runs, greedy, and on swapped audio greedy and one sampled run (the first run's seed), all batched
+    with the KV cache."""
     from steps.listening import swap_audio
     from steps.model import GenerationSettings, generate
 
@@ -94,6 +96,9 @@ def decode_all(model: Any, processor: Any, dataset: Any, ecfg: EvaluateConfig, s
     if ecfg.listening:
         swapped_audio = list(swap_audio(dataset.select_columns(["prompt", "audio"]), seed)["audio"])
         out.swapped = generate(model, processor, prompts, swapped_audio, greedy, ecfg.batch_size, progress=True)
+        if ecfg.sampled_runs:
+            out.swapped_sampled = generate(model, processor, prompts, swapped_audio, sampled, ecfg.batch_size,
+                                           seed=seed, progress=True)
     out.seconds = time.perf_counter() - start
     return out
 
@@ -145,6 +150,9 @@ def build_metrics(decoded: Decoded, refs: list[str], task: str, ecfg: EvaluateCo
         details["swapped"] = numbers(swapped)
         out |= {f"{k}_swapped": v for k, v in details["swapped"].items() if k != "n"}
         details.setdefault("signatures", signatures(swapped))
+    if decoded.swapped_sampled is not None:
+        details["swapped_sampled"] = numbers(score(decoded.swapped_sampled, refs, task, ecfg))
+        out |= {f"{k}_swapped_sampled": v for k, v in details["swapped_sampled"].items() if k != "n"}
     if decoded.sampled:
         runs = [score(h, refs, task, ecfg) for h in decoded.sampled]
         summary = spread(runs)
@@ -175,6 +183,8 @@ def prediction_rows(dataset: Any, decoded: Decoded) -> list[dict[str, Any]]:
             row["greedy"] = decoded.greedy[i]
         if decoded.swapped is not None:
             row["swapped"] = decoded.swapped[i]
+        if decoded.swapped_sampled is not None:
+            row["swapped_sampled"] = decoded.swapped_sampled[i]
         rows.append(row)
     return rows
 
@@ -219,14 +229,16 @@ def run_evaluate(cfg: Config, name: str, task: str, model_dir: Path, data_dir: P
         run.log_artifact(metrics_path, "evaluation")
         run.log_artifact(predictions_path, "evaluation")
     headline = ", ".join(f"{k} {metrics[k]}" for k in ("bleu", "bleu_swapped", "bleu_sampled_mean",
-                                                        "bleu_sampled_std", "wer") if k in metrics)
+                                                        "bleu_sampled_std", "bleu_swapped_sampled", "wer")
+                         if k in metrics)
     print(f"evaluate[{name}/{task}]: {headline} on {len(refs)} examples -> {metrics_path}", flush=True)
     return metrics
 
 
 def decoded_count(decoded: Decoded) -> int:
     """How many decoding passes over the set were made (for the throughput figure)."""
-    return len(decoded.sampled) + (decoded.greedy is not None) + (decoded.swapped is not None)
+    return (len(decoded.sampled) + (decoded.greedy is not None) + (decoded.swapped is not None)
+            + (decoded.swapped_sampled is not None))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,8 +20,9 @@ f(x) = x / (x + gamma); the KL term covers on-policy tokens only (its estimator 
 An off-policy text longer than `max_completion_length` tokens is never truncated (a cut reference would be rewarded
 as a worse answer): that example keeps its on-policy sample and `offpolicy/too_long` counts it.
 
-Every `eval_every` steps: greedy BLEU on the first `eval_examples` validation examples; the checkpoint kept is the
-best on it. Checkpoints in models/.work/<method>/<task> (resumed after an interruption when the config is the same).
+Every `eval_every` steps: BLEU (`eval_decoding`: the evaluation's sampled decoding, or greedy) on the first
+`eval_examples` validation examples; the checkpoint kept is the best on it. Checkpoints in
+models/.work/<method>/<task> (resumed after an interruption when the config is the same).
 A non-finite loss or gradient stops the run before the optimiser step (NonFiniteLossError). Per-step MLflow metrics:
 reward mean/std and per component, on- and off-policy reward, KL, entropy, completion length, clip ratio, the fraction
 of groups with zero reward variance.
@@ -74,6 +75,7 @@ from steps.sft import (
     resumed_history,
     save_in_model_layout,
     training_view,
+    validation_settings,
     write_validation_history,
 )
 
@@ -185,7 +187,8 @@ def audio_grpo_trainer_class() -> type:
         def __init__(self, *args: Any, adapter: FamilyAdapter, off_policy: OffPolicySource | None = None,
                      num_off_policy: int = 0, shaping_gamma: float | None = None,
                      advantage_std_floor: float | None = None, validation: Any = None,
-                     validation_settings: GenerationSettings | None = None, **kwargs: Any) -> None:
+                     validation_settings: GenerationSettings | None = None, validation_seed: int = 0,
+                     **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.adapter = adapter
             self.off_policy = off_policy
@@ -193,6 +196,7 @@ def audio_grpo_trainer_class() -> type:
             self.shaping_gamma = shaping_gamma
             self.validation = validation
             self.validation_settings = validation_settings or GenerationSettings()
+            self.validation_seed = validation_seed
             self.advantage_std_floor = advantage_std_floor
             self._all_rewards: torch.Tensor | None = None
             self._rows: list[dict[str, Any]] = []
@@ -384,14 +388,15 @@ def audio_grpo_trainer_class() -> type:
             totals = self.accelerator.reduce(totals, reduction="sum")
             return (totals[0] / totals[1].clamp(min=1.0)).item()
 
-        # -- validation: greedy BLEU, the number the best checkpoint is chosen on ------------------------------
+        # -- validation: BLEU (grpo.eval_decoding), the number the best checkpoint is chosen on ------------------
         def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None,
                      metric_key_prefix: str = "eval") -> dict[str, float]:
             from steps.listening import corpus_bleu
 
             val = self.validation
             hyps = generate(self.accelerator.unwrap_model(self.model), self.processing_class, list(val["prompt"]),
-                            list(val["audio"]), self.validation_settings, self.args.per_device_eval_batch_size)
+                            list(val["audio"]), self.validation_settings, self.args.per_device_eval_batch_size,
+                            seed=self.validation_seed)  # same stream at every evaluation; the rollouts' is kept
             bleu = corpus_bleu(hyps, list(val["reference"]))
             metrics = {f"{metric_key_prefix}_bleu": bleu, f"{metric_key_prefix}_selection": bleu}
             self.log(dict(metrics))
@@ -535,7 +540,8 @@ def build_trainer(cfg: Config, method: str, model: Any, processor: Any, train: A
                          off_policy=off_policy, num_off_policy=gcfg.num_off_policy,
                          shaping_gamma=gcfg.policy_shaping_gamma, advantage_std_floor=gcfg.advantage_std_floor,
                          validation=validation,
-                         validation_settings=GenerationSettings(max_new_tokens=gcfg.max_new_tokens))
+                         validation_settings=validation_settings(cfg, gcfg.eval_decoding, gcfg.max_new_tokens),
+                         validation_seed=cfg.seed)
 
 
 def run_grpo(cfg: Config, method: str, task: str, init_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path,

@@ -389,8 +389,6 @@ def generate(model: nn.Module, processor: Any, prompts: Sequence[str], audios: S
     answers: list[str] = [""] * len(prompts)
     was_training = model.training
     model.eval()
-    if seed is not None:
-        torch.manual_seed(seed)
     kwargs: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens, "use_cache": settings.use_cache,
                               "do_sample": settings.do_sample}
     if settings.do_sample:
@@ -402,18 +400,22 @@ def generate(model: nn.Module, processor: Any, prompts: Sequence[str], audios: S
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc="generate", unit="batch", leave=False)
-    try:
-        for start in starts:
-            idx = order[start:start + batch_size]
-            batch = encode_prompts(processor, adapter, [prompts[i] for i in idx], [audios[i] for i in idx])
-            batch = to_device(model_inputs(batch, adapter), device, dtype)
-            out = model.generate(**batch, **kwargs)
-            new_tokens = out[:, batch["input_ids"].shape[1]:]
-            texts = processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            for i, text in zip(idx, texts, strict=True):
-                answers[i] = text.strip()
-    finally:
-        model.train(was_training)
+    # A seeded call draws from its own RNG stream: validation during training must not reset the trainer's.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        try:
+            for start in starts:
+                idx = order[start:start + batch_size]
+                batch = encode_prompts(processor, adapter, [prompts[i] for i in idx], [audios[i] for i in idx])
+                batch = to_device(model_inputs(batch, adapter), device, dtype)
+                out = model.generate(**batch, **kwargs)
+                new_tokens = out[:, batch["input_ids"].shape[1]:]
+                texts = processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+                for i, text in zip(idx, texts, strict=True):
+                    answers[i] = text.strip()
+        finally:
+            model.train(was_training)
     return answers
 
 

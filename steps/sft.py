@@ -7,7 +7,7 @@ data/prepared/<task>/train: the prompt with its audio goes through the processor
 only, padding is on the right. LoRA or full fine-tuning and the freeze switches come from `model` in params.yaml
 (steps.model.apply_finetune_switches); optimiser settings from `sft`.
 
-Every `sft.eval_every` steps: validation loss and BLEU by greedy generation on a fixed validation subset (the first
+Every `sft.eval_every` steps: validation loss and BLEU (`sft.eval_decoding`) on a fixed validation subset (the first
 `sft.eval_examples` examples); the checkpoint kept is the best on validation BLEU (as in the paper). Checkpoints live
 in models/.work/sft/<task>: an interrupted run resumes from the last one (only when the config that made it is the
 same; otherwise it starts afresh). A non-finite loss or gradient stops the run with `NonFiniteLossError` before the
@@ -94,8 +94,21 @@ class AudioSftCollator:
 # --------------------------------------------------------------------------------------------------- callbacks
 
 
-def make_callbacks(processor: Any, validation: Any, settings: GenerationSettings, batch_size: int, run: Any,
-                   history: list[dict[str, float]]) -> list[Any]:
+def validation_settings(cfg: Config, decoding: str, max_new_tokens: int) -> GenerationSettings:
+    """How validation decodes: `sampled` is the evaluation's decoding (the paper reports top-p 0.9, T 0.9), so the
+    checkpoint kept is the best on the number the report shows; `greedy` is the mode."""
+    if decoding == "greedy":
+        return GenerationSettings(max_new_tokens=max_new_tokens)
+    return GenerationSettings(max_new_tokens=max_new_tokens, do_sample=True, temperature=cfg.evaluate.temperature,
+                              top_p=cfg.evaluate.top_p)
+
+
+def decoding_name(settings: GenerationSettings) -> str:
+    return f"sampled T {settings.temperature} top-p {settings.top_p}" if settings.do_sample else "greedy"
+
+
+def make_callbacks(processor: Any, validation: Any, settings: GenerationSettings, batch_size: int, seed: int,
+                   run: Any, history: list[dict[str, float]]) -> list[Any]:
     """Validation BLEU (added to the eval metrics before the trainer picks the best checkpoint), the non-finite
     guard, and per-step MLflow logging. Built here so transformers is imported only when a stage runs."""
     from transformers import TrainerCallback
@@ -108,7 +121,8 @@ def make_callbacks(processor: Any, validation: Any, settings: GenerationSettings
     class ValidationBleu(TrainerCallback):
         def on_evaluate(self, args: Any, state: Any, control: Any, model: Any = None, metrics: Any = None,
                         **kwargs: Any) -> None:
-            hyps = generate(model, processor, prompts, audios, settings, batch_size)
+            # The same seed at every evaluation: checkpoints are compared on the same random stream.
+            hyps = generate(model, processor, prompts, audios, settings, batch_size, seed=seed)
             # The trainer reads metric_for_best_model ("selection" -> "eval_selection") from this dict afterwards.
             metrics["eval_bleu"] = corpus_bleu(hyps, references)
             # The best checkpoint is the best on BLEU; among equal BLEU (e.g. 0 early on) the lower loss wins.
@@ -117,7 +131,7 @@ def make_callbacks(processor: Any, validation: Any, settings: GenerationSettings
                             "eval_bleu": metrics["eval_bleu"]})
             write_validation_history(Path(args.output_dir), history)
             print(f"sft: step {state.global_step}: validation loss {metrics.get('eval_loss', math.nan):.4f}, "
-                  f"BLEU {metrics['eval_bleu']:.2f} (greedy, {len(prompts)} examples)", flush=True)
+                  f"BLEU {metrics['eval_bleu']:.2f} ({decoding_name(settings)}, {len(prompts)} examples)", flush=True)
 
     class NonFiniteGuard(TrainerCallback):
         def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None,
@@ -319,8 +333,8 @@ def run_sft(cfg: Config, task: str, base_dir: Path, data_dir: Path, out_dir: Pat
         model = apply_finetune_switches(model, cfg.model)
         adapter = adapter_for(model)
         trainable = parameter_count(model, trainable_only=True)
-        settings = GenerationSettings(max_new_tokens=s.max_new_tokens)
-        extra = make_callbacks(processor, validation, settings, s.eval_batch_size, run, history)
+        settings = validation_settings(cfg, s.eval_decoding, s.max_new_tokens)
+        extra = make_callbacks(processor, validation, settings, s.eval_batch_size, cfg.seed, run, history)
         trainer_class = audio_sft_trainer_class()
         trainer = trainer_class(model=model, args=trainer_args(cfg, work_dir, device), train_dataset=train,
                                 eval_dataset=validation, processing_class=processor,

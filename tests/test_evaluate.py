@@ -45,8 +45,11 @@ def test_spread_is_mean_and_sample_std_over_runs() -> None:
 def test_metrics_fields_match_sacrebleu_and_carry_the_signature() -> None:
     cfg = config_from_dict({"evaluate": {"sampled_runs": 2}})
     greedy = ["the cat sat on the mat", "a dog runs in a park", "we read books"]
-    decoded = Decoded(sampled=[greedy, ["the cat", "a dog", "we"]], greedy=greedy, swapped=["x y", "y z", "z w"])
+    decoded = Decoded(sampled=[greedy, ["the cat", "a dog", "we"]], greedy=greedy, swapped=["x y", "y z", "z w"],
+                      swapped_sampled=["x", "the y", "z"])
     m = build_metrics(decoded, REFS, "sqa", cfg.evaluate)
+    assert m["bleu_swapped_sampled"] == pytest.approx(sacrebleu.corpus_bleu(["x", "the y", "z"], [REFS]).score,
+                                                      abs=1e-3)
     assert math.isclose(m["bleu"], sacrebleu.corpus_bleu(greedy, [REFS]).score, abs_tol=1e-3)
     assert m["bleu_swapped"] < m["bleu"] and m["listening_gap_bleu"] == pytest.approx(m["bleu"] - m["bleu_swapped"])
     for key in ("chrf", "rouge1", "rouge2", "rougeL", "meteor", "bleu_sampled_mean", "bleu_sampled_std",
@@ -68,11 +71,12 @@ def test_transcription_tasks_get_wer() -> None:
 
 def test_predictions_hold_every_run(speech_rows) -> None:
     ds = to_dataset(speech_rows[:2])
-    decoded = Decoded(sampled=[["a", "b"], ["c", "d"], ["e", "f"]], greedy=["g", "h"], swapped=["i", "j"])
+    decoded = Decoded(sampled=[["a", "b"], ["c", "d"], ["e", "f"]], greedy=["g", "h"], swapped=["i", "j"],
+                      swapped_sampled=["k", "l"])
     rows = prediction_rows(ds, decoded)
     row = speech_rows[1]
     assert rows[1] == {"id": row["id"], "prompt": row["prompt"], "reference": row["reference"],
-                       "sampled": ["b", "d", "f"], "greedy": "h", "swapped": "j"}
+                       "sampled": ["b", "d", "f"], "greedy": "h", "swapped": "j", "swapped_sampled": "l"}
 
 
 def test_models_are_found_by_name_and_extras_listed_in_params(tmp_path: Path) -> None:
@@ -102,8 +106,10 @@ def test_sft_model_beats_the_untrained_one_and_predictions_hold_all_runs(tmp_pat
     assert scores["sft"]["chrf"] > scores["base"]["chrf"] + 2
     assert scores["sft"]["bleu"] >= scores["base"]["bleu"]
     metrics = json.loads((root / "metrics" / "sft" / f"{TASK}.json").read_text())
-    for key in ("bleu", "bleu_swapped", "bleu_sampled_mean", "bleu_sampled_std", "signatures", "n"):
+    for key in ("bleu", "bleu_swapped", "bleu_sampled_mean", "bleu_sampled_std", "bleu_swapped_sampled",
+                "signatures", "n"):
         assert key in metrics
     predictions = read_jsonl(root / "metrics" / "sft" / f"{TASK}.predictions.jsonl")
     assert [p["id"] for p in predictions] == [r["id"] for r in speech_rows]
-    assert all(len(p["sampled"]) == 2 and "greedy" in p and "swapped" in p for p in predictions)
+    assert all(len(p["sampled"]) == 2 and "greedy" in p and "swapped" in p and "swapped_sampled" in p
+               for p in predictions)

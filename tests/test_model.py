@@ -143,6 +143,18 @@ def test_generation_is_batched_in_order_and_cache_does_not_change_greedy(tiny_sa
     assert sampled == again and len(sampled) == 4
 
 
+def test_seeded_generation_leaves_the_callers_random_stream_alone(tiny_sallm, speech_rows) -> None:
+    # Validation samples with a fixed seed in the middle of training; the rollouts after it must not restart from it.
+    model, processor = tiny_sallm
+    rows = speech_rows[:2]
+    settings = GenerationSettings(max_new_tokens=4, do_sample=True, temperature=0.9, top_p=0.9)
+    torch.manual_seed(11)
+    expected = torch.rand(3)
+    torch.manual_seed(11)
+    generate(model, processor, [r["prompt"] for r in rows], [r["audio"] for r in rows], settings, seed=5)
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_encoding_each_clip_once_keeps_the_loss_and_gradients(tiny_sallm, speech_rows) -> None:
     model, processor = tiny_sallm
     rows = [speech_rows[i] for i in (0, 1, 0, 2, 1, 0)]  # as in a GRPO batch: clips repeated

@@ -53,6 +53,7 @@ def metrics_file(method: str, task: str, bleu: float, bleu_swapped: float) -> di
     for key in ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "meteor"):
         out[f"{key}_sampled_mean"] = greedy[key] - 1.0
         out[f"{key}_sampled_std"] = 0.5
+    out["bleu_swapped_sampled"] = bleu_swapped - 0.5
     out["listening_gap_bleu"] = bleu - bleu_swapped
     out |= {"greedy": {"n": N, **greedy}, "swapped": {"n": N, **swapped},
             "signatures": {"scale": "0-100", "lang": "en", "bertscore_skipped": BERT_REASON, "meteor_skipped": None},
@@ -162,8 +163,12 @@ def test_listening_table_and_verdicts(full):
     _, data = full
     rows = {r["method"]: r for r in data["tasks"]["sqa"]["listening"]}
     assert rows["sft"] == {"method": "sft", "bleu": 30.0, "bleu_swapped": 3.0, "gap": 27.0, "gain_real": 10.0,
-                           "gain_swapped": 1.0, "flagged": False, "verdict": rows["sft"]["verdict"]}
+                           "gain_swapped": 1.0, "flagged": False, "verdict": rows["sft"]["verdict"],
+                           "bleu_sampled": 29.0, "bleu_swapped_sampled": 2.5, "gain_real_sampled": 10.0,
+                           "gain_swapped_sampled": 1.0}
     assert "speech result" in rows["sft"]["verdict"] and not any(r["flagged"] for r in rows.values())
+    md = (full[0] / "report.md").read_text()
+    assert "| SFT | 29.00 | 2.50 | 26.50 | 10.00 | 1.00 |" in md  # the same check on the paper's decoding
 
 
 def test_listening_flag_when_swapped_audio_scores_like_real_audio(tmp_path):
@@ -328,9 +333,12 @@ def test_sampled_significance_pools_the_runs_paired_by_run_and_id(full, tmp_path
 def test_readme_table_and_marker_replacement(full, tmp_path):
     out, data = full
     table = rp.readme_table(data)
-    assert "| SFT | 30.00 | 3.00 | " in table and "(vs Base)" in table and "(vs GRPO)" in table
-    assert table.startswith("**SQA**\n\n| method | BLEU | BLEU swapped audio | p vs previous | BLEU sampled | p vs ")
-    assert "**AST**" in table and "| 29.00 ± 0.50 |" in table  # SFT's sampled mean +- std
+    # SFT: the paper's decoding (sampled mean +- std, swapped), then greedy (real, swapped)
+    assert "| SFT | 29.00 ± 0.50 | 2.50 | " in table and "| 30.00 | 3.00 | " in table
+    assert "(vs Base)" in table and "(vs GRPO)" in table
+    assert table.startswith("**SQA**\n\n| method | BLEU (paper's decoding) | swapped audio | p vs previous | BLEU "
+                            "greedy | swapped audio | p vs previous |")
+    assert "**AST**" in table
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\nbefore\n{rp.MARK_BEGIN}\nold table\n{rp.MARK_END}\nafter\n")
     rp.update_readme(readme, out / "report.json")
