@@ -394,6 +394,8 @@ LATER_SETTINGS = (
     PaperSetting("evaluate.temperature", "evaluation temperature", 0.9, "0.9"),
     PaperSetting("evaluate.top_p", "evaluation top-p", 0.9, "0.9"),
     PaperSetting("evaluate.sampled_runs", "sampled evaluation runs", None, "not stated (LEAF: 5)"),
+    PaperSetting("sft.max_steps", "SFT steps", None, "searched over 1-10 epochs"),
+    PaperSetting("grpo.eval_decoding", "checkpoint selection", None, "best on validation; decoding not stated"),
 )
 
 
@@ -435,26 +437,29 @@ def settings_vs_paper(cfg: Config) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------------- seeds
 
 
-def seed_summary(data: Mapping[str, Any]) -> dict[str, Any]:
+def seed_summary(data: Mapping[str, Any], decoding: str = "greedy") -> dict[str, Any]:
     """Mean +- std BLEU over seeds per method and task, and whether base < SFT < GRPO held in every seed.
 
     `data` is sweeps/seeds.json (steps/seeds.py): {"seeds": [1, 2], "runs": {"1": {"base": {"sqa": 4.1, ...},
     "sft": ...}, ...}}, optionally "swapped" of the same shape with swapped-audio BLEU (seed keys may be ints or
-    strings; std is the sample std, ddof=1, 0 for one seed).
+    strings; std is the sample std, ddof=1, 0 for one seed). decoding "sampled" reads the paper's decoding from
+    "sampled" and "sampled_swapped" instead. A None score counts as missing.
     """
-    runs = data.get("runs")
+    runs_key, swapped_key = ("runs", "swapped") if decoding == "greedy" else ("sampled", "sampled_swapped")
+    runs = data.get(runs_key)
     if not isinstance(runs, Mapping) or not runs:
-        raise ValueError('seeds.json: expected {"seeds": [...], "runs": {seed: {method: {task: bleu}}}}, '
-                         f"got keys {sorted(data)}")
-    runs = {str(k): v for k, v in runs.items()}
-    data = {**data, "swapped": {str(k): v for k, v in (data.get("swapped") or {}).items()}}
+        shape = '{"seeds": [...], "' + runs_key + '": {seed: {method: {task: bleu}}}}'
+        raise ValueError(f"seeds.json: expected {shape}, got keys {sorted(data)}")
+    runs = {str(k): {m: {t: v for t, v in scores.items() if v is not None} for m, scores in methods.items()}
+            for k, methods in runs.items()}
+    data = {**data, "swapped": {str(k): v for k, v in (data.get(swapped_key) or {}).items()}}
     seeds = [str(s) for s in data.get("seeds", list(runs))]
     absent = [s for s in seeds if s not in runs]
     if absent:
         raise ValueError(f"seeds.json: seeds {absent} are listed but have no entry under runs")
     tasks = sorted({t for s in seeds for scores in runs[s].values() for t in scores},
                    key=lambda t: (TASKS.index(t) if t in TASKS else len(TASKS), t))
-    out: dict[str, Any] = {"seeds": seeds, "tasks": {}}
+    out: dict[str, Any] = {"seeds": seeds, "decoding": decoding, "tasks": {}}
     for task in tasks:
         methods = {}
         for method in [m for m in METHODS if any(task in runs[s].get(m, {}) for s in seeds)]:
@@ -578,7 +583,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         out += _task_markdown(entry, boot)
     out += _settings_markdown(report["settings"])
     if report.get("seeds"):
-        out += _seeds_markdown(report["seeds"])
+        seeds = report["seeds"]
+        out += [f"## Seeds ({len(seeds['seeds'])}: {', '.join(seeds['seeds'])})", "", *_seeds_markdown(seeds)]
     if report.get("plots"):
         out += ["## Plots", "", *[f"![{name}]({name})" for name in report["plots"]], ""]
     out += ["## Inputs", "", *[f"- `{p}`" for p in report.get("inputs", [])], ""]
@@ -708,19 +714,28 @@ def _settings_markdown(settings: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def seeds_markdown(data: Mapping[str, Any]) -> list[str]:
-    """The seed section of sweeps/seeds.md and the README, from seeds.json's content."""
-    return _seeds_markdown(seed_summary(data))
+    """The seed section of sweeps/seeds.md and the README, from seeds.json's content: the paper's sampled decoding
+    first (when the sweep has it), then greedy."""
+    out = [f"## Seeds ({len(data['seeds'])}: {', '.join(map(str, data['seeds']))})", ""]
+    if any(v is not None for methods in (data.get("sampled") or {}).values() for scores in methods.values()
+           for v in scores.values()):
+        out += _seeds_markdown(seed_summary(data, "sampled"))
+        if data.get("note"):
+            out += [f"({data['note']}.)", ""]
+    return out + _seeds_markdown(seed_summary(data))
 
 
 def _seeds_markdown(seeds: Mapping[str, Any]) -> list[str]:
-    out = [f"## Seeds ({len(seeds['seeds'])}: {', '.join(seeds['seeds'])})", "",
-           "Test-split BLEU (greedy), mean ± sample std over seeds, each seed's value, and the same with each "
+    sampled = seeds.get("decoding") == "sampled"
+    what = "the paper's decoding (top-p 0.9, temperature 0.9, mean over sampled runs)" if sampled else "greedy"
+    out = [f"Test-split BLEU, {what}: mean ± sample std over seeds, each seed's value, and the same with each "
            "example's audio swapped for another's.", ""]
     for task, entry in seeds["tasks"].items():
         rows = [[LABELS[m], f"{fmt(s['mean'])} ± {fmt(s['std'])}", ", ".join(fmt(v) for v in s["values"]),
                  f"{fmt(s['swapped']['mean'])} ± {fmt(s['swapped']['std'])}" if "swapped" in s else "n/a"]
                 for m, s in entry["methods"].items()]
-        out += [f"### {task.upper()}", "", md_table(["", "BLEU", "per seed", "BLEU swapped audio"], rows), ""]
+        out += [f"### {task.upper()}, {'paper' if sampled else 'greedy'} decoding", "",
+                md_table(["", "BLEU", "per seed", "BLEU swapped audio"], rows), ""]
         held = "held in every seed" if entry["held_every_seed"] else "did **not** hold in every seed"
         detail = []
         if entry["failed_in"]:

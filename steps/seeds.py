@@ -35,13 +35,21 @@ TRAINED = ("sft", "grpo", "mpgrpo")
 METHODS = ("base", *TRAINED)
 
 
-def scores_of(metrics_dir: Path, method: str, task: str) -> tuple[float, float | None]:
-    """(BLEU, swapped-audio BLEU) from an evaluate stage's metrics/<method>/<task>.json."""
+# seeds.json's tables and the metrics-file key each is read from: greedy BLEU with the real and the swapped audio,
+# and the paper's sampled decoding (mean over the evaluation's sampled runs; one sampled run on swapped audio).
+SCORE_TABLES = {"runs": "bleu", "swapped": "bleu_swapped", "sampled": "bleu_sampled_mean",
+                "sampled_swapped": "bleu_swapped_sampled"}
+
+
+def scores_of(metrics_dir: Path, method: str, task: str) -> dict[str, float | None]:
+    """Each SCORE_TABLES score (None when not computed) from an evaluate stage's metrics/<method>/<task>.json."""
     path = metrics_dir / method / f"{task}.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: evaluate {method} on {task} first (`dvc repro`)")
     data = json.loads(path.read_text(encoding="utf-8"))
-    return float(data["bleu"]), (None if data.get("bleu_swapped") is None else float(data["bleu_swapped"]))
+    if data.get("bleu") is None:
+        raise ValueError(f"{path} has no greedy BLEU (evaluate.greedy: false?); the sweep compares greedy BLEU too")
+    return {table: None if data.get(key) is None else float(data[key]) for table, key in SCORE_TABLES.items()}
 
 
 def seed_config(cfg: Config, seed: int) -> Config:
@@ -84,20 +92,18 @@ def collect(cfg: Config, root: Path, runs_dir: Path, tasks: tuple[str, ...] = TA
     """seeds.json's content: the pipeline's seed from metrics/, every extra seed from runs_dir/seed-<n>/metrics."""
     pipeline_metrics = root / cfg.paths.metrics
     seeds = [cfg.seed, *cfg.sweep.seeds]
-    runs: dict[str, dict[str, dict[str, float]]] = {}
-    swapped: dict[str, dict[str, dict[str, float | None]]] = {}
+    tables: dict[str, dict[str, dict[str, dict[str, float | None]]]] = {t: {} for t in SCORE_TABLES}
     for seed in seeds:
         metrics = pipeline_metrics if seed == cfg.seed else runs_dir / f"seed-{seed}" / "metrics"
-        runs[str(seed)], swapped[str(seed)] = {}, {}
         for method in METHODS:
-            # the base model is shared by every seed: its (greedy) score is the pipeline's
+            # the base model is shared by every seed: its scores are the pipeline's
             source = pipeline_metrics if method == "base" else metrics
             for task in tasks:
-                bleu, bleu_swapped = scores_of(source, method, task)
-                runs[str(seed)].setdefault(method, {})[task] = bleu
-                swapped[str(seed)].setdefault(method, {})[task] = bleu_swapped
-    return {"seeds": [str(s) for s in seeds], "runs": runs, "swapped": swapped,
-            "note": "seed " + str(cfg.seed) + " is the pipeline's run (dvc repro); base is pretrained once"}
+                for table, value in scores_of(source, method, task).items():
+                    tables[table].setdefault(str(seed), {}).setdefault(method, {})[task] = value
+    note = (f"seed {cfg.seed} is the pipeline's run (dvc repro; {cfg.evaluate.sampled_runs} sampled runs); the other "
+            f"seeds' sampled BLEU is over {cfg.sweep.sampled_runs} run(s); base is pretrained once")
+    return {"seeds": [str(s) for s in seeds], **tables, "note": note}
 
 
 def write_summary(data: Mapping[str, Any], out_dir: Path) -> None:

@@ -18,7 +18,8 @@ TASK = "ast"  # the task tests.tiny_sallm.workspace prepares by default
 
 def write_metrics(metrics: Path, method: str, bleu: float, swapped: float) -> None:
     (metrics / method).mkdir(parents=True, exist_ok=True)
-    (metrics / method / f"{TASK}.json").write_text(json.dumps({"bleu": bleu, "bleu_swapped": swapped}))
+    scores = {"bleu": bleu, "bleu_swapped": swapped, "bleu_sampled_mean": bleu - 1, "bleu_swapped_sampled": None}
+    (metrics / method / f"{TASK}.json").write_text(json.dumps(scores))
 
 
 def test_sweep_seeds_must_differ_from_the_pipeline_seed() -> None:
@@ -46,6 +47,8 @@ def test_collect_takes_the_pipeline_seed_from_metrics_and_the_base_from_the_pipe
     assert data["runs"]["3"] == {"base": {TASK: 1.0}, "sft": {TASK: 2.0}, "grpo": {TASK: 3.0}, "mpgrpo": {TASK: 4.0}}
     assert data["runs"]["8"] == {"base": {TASK: 1.0}, "sft": {TASK: 5.0}, "grpo": {TASK: 6.0}, "mpgrpo": {TASK: 7.0}}
     assert data["swapped"]["8"]["grpo"][TASK] == 0.5
+    assert data["sampled"]["8"]["grpo"][TASK] == 5.0 and data["sampled"]["3"]["base"][TASK] == 0.0
+    assert data["sampled_swapped"]["8"]["grpo"][TASK] is None  # not computed: recorded as missing, not as 0
 
 
 def test_collect_names_the_missing_evaluation(tmp_path: Path) -> None:
