@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import re
 import types
 from collections.abc import Sequence
 from pathlib import Path
@@ -665,6 +666,9 @@ def _type_name(tp: Any) -> str:
     )
 
 
+FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _convert(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
     """Convert a YAML value to `tp`, appending a message to `errors` (and returning None) when it does not fit."""
     origin = get_origin(tp)
@@ -715,6 +719,9 @@ def _convert(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
             return value
     elif tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        # YAML 1.1 (PyYAML) reads 5e-6 as a string (it wants 5.0e-6); what a user means is the number.
+        if isinstance(value, str) and FLOAT_TEXT.fullmatch(value.strip()):
             return float(value)
     elif tp is str:
         if isinstance(value, str):

@@ -56,6 +56,17 @@ def test_overrides_parse_yaml_values_and_nested_paths(tmp_path: Path):
     assert cfg.synth.test_voices == ("en-US-nyc",)
 
 
+def test_exponent_numbers_are_numbers_though_yaml_1_1_reads_them_as_text(tmp_path: Path):
+    params = tmp_path / "params.yaml"
+    params.write_text("grpo:\n  lr: 1e-6\n")  # PyYAML: the string '1e-6'
+    cfg = load_config(params, ["sft.lr=5e-4", "grpo.beta=2E-2"])
+    assert (cfg.grpo.lr, cfg.sft.lr, cfg.grpo.beta) == (1e-6, 5e-4, 0.02)
+    with pytest.raises(ConfigError, match=r"grpo.lr: expected a number, got '1e-6x'"):
+        load_config(params, ["grpo.lr=1e-6x"])
+    with pytest.raises(ConfigError, match=r"seed: expected an integer, got '1e3'"):
+        load_config(params, ["seed=1e3"])  # an integer key takes no exponent
+
+
 def test_override_of_unknown_key_is_reported(tmp_path: Path):
     params = tmp_path / "params.yaml"
     params.write_text("seed: 1\n")
