@@ -3,11 +3,17 @@
 soundfile (which bundles libsndfile: WAV, FLAC, OGG, MP3) decodes and soxr resamples: no torchaudio, no FFmpeg.
 Every problem with a clip is an `AudioError` whose message names the file and the fix; callers decide whether it
 skips the clip (data prep) or stops the run.
+
+A clip may live inside an uncompressed ZIP archive: the path `corpus/audio.zip/clip.wav` names the member
+`clip.wav` of `corpus/audio.zip` (the synth stage writes its corpus so: a DVC output of a few files instead of
+thousands keeps a no-op `dvc repro` fast).
 """
 
 from __future__ import annotations
 
 import io
+import threading
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +33,56 @@ class AudioLimits:
     silence_dbfs: float = -60.0
 
 
+ARCHIVE_SUFFIX = ".zip"
+_open_archives = threading.local()  # one handle per thread and archive: ZipFile reads share a file position
+
+
+def archive_member(path: str | Path) -> tuple[Path, str] | None:
+    """(archive, member) when `path` points into a ZIP archive (`a/audio.zip/x.wav`), else None."""
+    text = str(path)
+    cut = text.find(ARCHIVE_SUFFIX + "/")
+    if cut < 0:
+        return None
+    return Path(text[: cut + len(ARCHIVE_SUFFIX)]), text[cut + len(ARCHIVE_SUFFIX) + 1:]
+
+
+def _archive(archive: Path) -> zipfile.ZipFile:
+    handles: dict[Path, zipfile.ZipFile] = _open_archives.__dict__.setdefault("handles", {})
+    if archive not in handles:
+        handles[archive] = zipfile.ZipFile(archive)
+    return handles[archive]
+
+
+def exists(path: str | Path) -> bool:
+    """Whether a clip's file (or archive member) exists."""
+    if Path(path).is_file():
+        return True
+    inside = archive_member(path)
+    if inside is None or not inside[0].is_file():
+        return False
+    try:
+        return inside[1] in _archive(inside[0]).NameToInfo
+    except zipfile.BadZipFile:
+        return True  # it exists; decoding reports the corrupt archive against each clip
+
+
+def _read_member(archive: Path, member: str, name: str) -> bytes:
+    try:
+        return _archive(archive).read(member)
+    except KeyError as exc:
+        raise AudioError(f"missing file: {name} (no member {member!r} in {archive})") from exc
+    except (zipfile.BadZipFile, OSError) as exc:  # a CRC mismatch is BadZipFile too
+        raise AudioError(f"cannot read {name} (corrupt archive: {exc}); rerun the stage that wrote {archive}") from exc
+
+
 def decode(path: str | Path | None = None, data: bytes | None = None) -> tuple[np.ndarray, int]:
-    """Read an audio file (or its bytes, as datasets stores them) as float32, (frames,) or (frames, channels)."""
+    """Read an audio file, an archive member or bytes (as datasets stores them) as float32, (frames,) or
+    (frames, channels)."""
     name = str(path) if path is not None else "<in-memory audio>"
+    if data is None and path is not None and not Path(path).is_file() and (inside := archive_member(path)):
+        if not inside[0].is_file():
+            raise AudioError(f"missing file: {name} (no archive {inside[0]})")
+        data = _read_member(*inside, name)
     if data is None:
         if path is None or not Path(path).is_file():
             raise AudioError(f"missing file: {name}")
@@ -101,6 +154,13 @@ def from_array(array: np.ndarray, rate_in: int, rate_out: int, limits: AudioLimi
 def write_wav(path: str | Path, audio: np.ndarray, rate: int) -> None:
     """16-bit PCM WAV."""
     sf.write(str(path), audio, rate, subtype="PCM_16")
+
+
+def wav_bytes(audio: np.ndarray, rate: int) -> bytes:
+    """16-bit PCM WAV, in memory."""
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
 
 
 def load_job(job: tuple[str | None, bytes | None, int, AudioLimits]) -> tuple[np.ndarray | None, str | None]:

@@ -302,7 +302,8 @@ def listening_rows(evals: Mapping[str, Evaluation]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"method": method, "bleu": real, "bleu_swapped": swapped,
                                "gap": _diff(real, swapped), "gain_real": None, "gain_swapped": None,
                                "bleu_sampled": sampled, "bleu_swapped_sampled": swapped_sampled,
-                               "gain_real_sampled": None, "gain_swapped_sampled": None}
+                               "gap_sampled": _diff(sampled, swapped_sampled), "gain_real_sampled": None,
+                               "gain_swapped_sampled": None}
         if method != "base":
             row["gain_real"], row["gain_swapped"] = _diff(real, base_real), _diff(swapped, base_swapped)
             row["gain_real_sampled"] = _diff(sampled, base_sampled)
@@ -504,8 +505,7 @@ def pick_examples(evals: Mapping[str, Evaluation], k: int, seed: int) -> list[st
 
 def build_report(evaluations: Mapping[str, Mapping[str, Evaluation]],
                  curves: Mapping[str, Mapping[str, Mapping[str, Sequence[float | None]]]], cfg: Config, *,
-                 n_samples: int, seed: int, n_examples: int = 5, seeds: Mapping[str, Any] | None = None,
-                 inputs: Sequence[str] = ()) -> dict[str, Any]:
+                 n_samples: int, seed: int, n_examples: int = 5, inputs: Sequence[str] = ()) -> dict[str, Any]:
     """Everything report.md shows, as data (report.json); the markdown and the README table are rendered from it."""
     report: dict[str, Any] = {"methods": list(METHODS), "tasks": {}, "bootstrap": {"metric": "bleu", "hypotheses":
                               "greedy", "n_samples": n_samples, "seed": seed, "alpha": ALPHA},
@@ -522,7 +522,6 @@ def build_report(evaluations: Mapping[str, Mapping[str, Evaluation]],
         entry["curves"] = {m: curve_summary(c) for m, c in curves.get(task, {}).items()}
         report["tasks"][task] = entry
     report["settings"] = settings_vs_paper(cfg)
-    report["seeds"] = seed_summary(seeds) if seeds is not None else None
     report["inputs"] = list(inputs)
     return _rounded(report)
 
@@ -582,9 +581,6 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             continue
         out += _task_markdown(entry, boot)
     out += _settings_markdown(report["settings"])
-    if report.get("seeds"):
-        seeds = report["seeds"]
-        out += [f"## Seeds ({len(seeds['seeds'])}: {', '.join(seeds['seeds'])})", "", *_seeds_markdown(seeds)]
     if report.get("plots"):
         out += ["## Plots", "", *[f"![{name}]({name})" for name in report["plots"]], ""]
     out += ["## Inputs", "", *[f"- `{p}`" for p in report.get("inputs", [])], ""]
@@ -665,7 +661,7 @@ def _listening_markdown(rows: Sequence[Mapping[str, Any]]) -> list[str]:
                       "gain over Base (swapped)", "flag"], table), ""]
     if any(r.get("bleu_swapped_sampled") is not None for r in rows):
         sampled = [[LABELS[r["method"]], fmt(r["bleu_sampled"]), fmt(r["bleu_swapped_sampled"]),
-                    fmt(_diff(r["bleu_sampled"], r["bleu_swapped_sampled"])),
+                    fmt(r["gap_sampled"]),
                     "" if r["method"] == "base" else fmt(r["gain_real_sampled"]),
                     "" if r["method"] == "base" else fmt(r["gain_swapped_sampled"])] for r in rows]
         out += ["The paper's sampled decoding (real audio: mean over the sampled runs; swapped: one sampled run):", "",

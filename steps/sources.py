@@ -1,9 +1,10 @@
 """Source adapters: every corpus becomes a stream of `RawExample`s with the same fields.
 
 Kinds (`prepare.tasks.<task>.source.kind`):
-- `synthetic`: the `synth` stage's output, `<path>/<split>.jsonl` plus WAVs beside it.
+- `synthetic`: the `synth` stage's output, `<path>/<split>.jsonl` plus `<path>/audio.zip` (WAV members).
 - `manifest`:  a JSONL or CSV file per split (`splits` maps our split to a file name under `path`, or `path` is the
-               file itself); audio paths are relative to `audio_dir` (default: the manifest's folder).
+               file itself); audio paths are relative to `audio_dir` (default: the manifest's folder) and may
+               point into a ZIP archive (`clips.zip/x.wav`, see steps/audio.py).
 - `covost2`:   a local CoVoST 2 En->De layout: `<path>/covost_v2.en_de.<split>.tsv` (columns path, sentence,
                translation, client_id, as CoVoST's split script writes them) and Common Voice mp3 clips in
                `audio_dir` (default `<path>/clips`). Our `validation` split reads CoVoST's `dev`.
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from steps.audio import exists as audio_exists
 from steps.config import SourceConfig
 
 FIELDS: tuple[str, ...] = ("id", "audio", "text", "question", "answer", "translation", "speaker", "task")
@@ -211,7 +213,7 @@ def _require_columns(examples: list[RawExample], cfg: SourceConfig, pool: str) -
 
 def _require_files(examples: list[RawExample], cfg: SourceConfig) -> None:
     missing = [ex.audio_path or f"(no audio value for {ex.id})" for ex in examples
-               if ex.audio_bytes is None and not (ex.audio_path and Path(ex.audio_path).is_file())]
+               if ex.audio_bytes is None and not (ex.audio_path and audio_exists(ex.audio_path))]
     if missing:
         shown = "\n    ".join(missing[:10])
         more = f"\n    ... and {len(missing) - 10} more" if len(missing) > 10 else ""

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import zipfile
 from pathlib import Path
 
 import datasets
@@ -115,6 +116,32 @@ def test_manifest_csv_with_column_mapping_and_empty_reference(tmp_path: Path):
     report = json.loads((out / "report.json").read_text())
     assert report["skipped"][0]["reason"] == "empty reference (answer)"
     assert not (out / "validation").exists()   # splits not configured are absent, not empty
+
+
+def test_manifest_pointing_into_a_zip_archive_reports_a_corrupt_member(tmp_path: Path):
+    """Clips stored in an archive (as synth writes them): a damaged member is skipped and named, the rest kept."""
+    from steps.audio import wav_bytes
+
+    with zipfile.ZipFile(tmp_path / "clips.zip", "w") as archive:
+        for i in range(4):
+            archive.writestr(f"c{i}.wav", wav_bytes(sine(300 + 40 * i, 22050, 1.0), 22050))
+    data = bytearray((tmp_path / "clips.zip").read_bytes())
+    member = zipfile.ZipFile(tmp_path / "clips.zip").getinfo("c2.wav")
+    data[member.header_offset + 30 + len("c2.wav") + 500] ^= 0xFF    # one byte of c2's samples: its CRC fails
+    (tmp_path / "clips.zip").write_bytes(bytes(data))
+    rows = [{"audio": f"clips.zip/c{i}.wav", "question": "Who?", "answer": f"Ann {i}."} for i in range(4)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = cfg_for("sqa", {"kind": "manifest", "path": str(tmp_path), "splits": {"train": "train.jsonl"}},
+                  SQA_PROMPTS, max_bad_fraction=0.5)
+    out = run_prepare(cfg, "sqa", tmp_path, tmp_path / "out")
+    assert datasets.load_from_disk(str(out / "train"))["reference"] == ["Ann 0.", "Ann 1.", "Ann 3."]
+    (skipped,) = json.loads((out / "report.json").read_text())["skipped"]
+    assert skipped["id"] == "c2" and "corrupt archive" in skipped["reason"] and "clips.zip/c2.wav" in skipped["reason"]
+
+    rows.append({"audio": "clips.zip/c9.wav", "question": "Who?", "answer": "Ann 9."})
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(PrepareError, match=r"(?s)1 referenced audio file\(s\) do not exist.*clips.zip/c9.wav"):
+        run_prepare(cfg, "sqa", tmp_path, tmp_path / "out2")
 
 
 def test_missing_required_column_is_a_clear_error(tmp_path: Path):
