@@ -387,6 +387,8 @@ GRPO_SETTINGS = (
     PaperSetting("lr", "learning rate", 1e-6, "1e-6"),
     PaperSetting("loss_type", "loss", "dapo", "DAPO (token-level)"),
     PaperSetting("reward_weights", "reward", {"bleu": 1.0}, "BLEU"),
+    PaperSetting("reward_options", "reward details", None, "sentence BLEU; tokenisation, casing, smoothing not stated"),
+    PaperSetting("advantage_std_floor", "advantage std floor", 0, "none: (r - mean) / std (LEAF: 1/3)"),
     PaperSetting("max_steps", "training steps", None, "not stated (GRPO on 2B: up to 24 h on 4x H100)"),
 )
 LATER_SETTINGS = (
@@ -408,6 +410,8 @@ def _lookup(data: Mapping[str, Any], key: str) -> Any:
 
 
 def _same(ours: Any, paper: Any) -> bool:
+    if ours is None and paper == 0:
+        return True  # a numeric option switched off (advantage_std_floor: null) is the paper's 0
     if isinstance(ours, int | float) and isinstance(paper, int | float) and not isinstance(ours, bool):
         return math.isclose(ours, paper, rel_tol=1e-9)
     if isinstance(paper, str) and isinstance(ours, str):
