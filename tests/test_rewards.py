@@ -163,3 +163,21 @@ def test_meteor_equals_nltk() -> None:
     assert got == pytest.approx(expected)
     assert got[3] == 0.0
     assert rewards.build_reward("meteor").score("the hound barks", "the dog barks") > 0.9
+
+
+def test_the_default_reward_pays_nothing_for_a_wrong_answer_however_short() -> None:
+    """Why params.yaml sets smooth_method none: with exp smoothing a wrong SQA answer still earns a little, and a
+    shorter wrong answer earns more, which GRPO learnt to exploit on the tiny default (answers shortened, BLEU fell)."""
+    from steps.config import load_config
+    from tests.conftest import REPO
+
+    cfg = load_config(REPO / "params.yaml")
+    reward = rewards.weighted_reward(cfg.grpo.reward_weights, cfg.grpo.reward_options)
+    reference = "Yes, Max finds eight new books."
+    wrong_long, wrong_short = "He finds the newspaper at the school.", "Max finds the books."  # neither says yes
+    right_short, right = "Yes, Max finds them.", "Yes, Max finds eight new books."
+    got = call(reward, [wrong_long, wrong_short, right_short, right], [reference] * 4)
+    assert got[:2] == [0.0, 0.0]
+    assert 0.0 < got[2] < got[3] == 1.0
+    smoothed = call(rewards.build_reward("bleu"), [wrong_long, wrong_short], [reference] * 2)
+    assert 0.0 < smoothed[0] < smoothed[1]   # sacrebleu's default smoothing: the shorter wrong answer earns more
