@@ -130,22 +130,31 @@ def _read_table(path: Path) -> list[dict[str, Any]]:
         return list(csv.DictReader(fh, delimiter=delimiter, quoting=quoting))
 
 
+def _shown(path: Path, root: Path) -> str:
+    """A file's name as prepared data records it: relative to the project when inside it, so that the prepared
+    tables (and DVC's hashes of them) do not depend on where the project was cloned."""
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _synthetic(cfg: SourceConfig, path: Path, split: str, root: Path) -> Iterator[RawExample]:
     manifest = path / f"{split}.jsonl"
     audio_root = Path(cfg.audio_dir) if cfg.audio_dir else path
-    yield from _rows_to_examples(_read_table(manifest), cfg, audio_root, str(manifest))
+    yield from _rows_to_examples(_read_table(manifest), cfg, audio_root, _shown(manifest, root))
 
 
 def _manifest(cfg: SourceConfig, path: Path, split: str, root: Path) -> Iterator[RawExample]:
     manifest = path if path.is_file() else path / split
     audio_root = (root / cfg.audio_dir).resolve() if cfg.audio_dir else manifest.parent
-    yield from _rows_to_examples(_read_table(manifest), cfg, audio_root, str(manifest))
+    yield from _rows_to_examples(_read_table(manifest), cfg, audio_root, _shown(manifest, root))
 
 
 def _covost2(cfg: SourceConfig, path: Path, split: str, root: Path) -> Iterator[RawExample]:
     tsv = path / f"covost_v2.en_de.{split}.tsv"
     audio_root = (root / cfg.audio_dir).resolve() if cfg.audio_dir else path / "clips"
-    yield from _rows_to_examples(_read_table(tsv), cfg, audio_root, str(tsv))
+    yield from _rows_to_examples(_read_table(tsv), cfg, audio_root, _shown(tsv, root))
 
 
 def _hf(cfg: SourceConfig, path: Path, split: str, root: Path) -> Iterator[RawExample]:
