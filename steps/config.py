@@ -586,11 +586,14 @@ class ReportConfig:
     """The report stage (steps/report.py): tables, significance, listening check and plots over every evaluation.
 
     `bootstrap_samples` resamples for sacrebleu's paired bootstrap test (seeded with the top-level `seed`);
-    `examples` example predictions per task in reports/examples.md (the same ids for every method).
+    `examples` example predictions per task in reports/examples.md (the same ids for every method); `why` the reason
+    for each of our settings that differs from the paper (or that it leaves open), keyed by params key as in the
+    report's settings table (e.g. `grpo.lr`); an mpgrpo setting inherited from grpo takes grpo's reason.
     """
 
     bootstrap_samples: int = 1000
     examples: int = 5
+    why: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def problems(self) -> list[str]:
         out = []
@@ -599,6 +602,8 @@ class ReportConfig:
                        f"got {self.bootstrap_samples}")
         if self.examples < 0:
             out.append(f"examples: must be >= 0, got {self.examples}")
+        out += [f"why.{key}: give a reason (a non-empty string), got {reason!r}" for key, reason in self.why.items()
+                if not isinstance(reason, str) or not reason.strip()]
         return out
 
 

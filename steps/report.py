@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from steps.config import Config, config_from_args, stage_parser, to_dict
+from steps.config import Config, ConfigError, config_from_args, stage_parser, to_dict
 from steps.io import atomic_dir, atomic_write_text, read_jsonl, write_json
 
 METHODS = ("base", "sft", "grpo", "mpgrpo")
@@ -420,12 +420,19 @@ def _same(ours: Any, paper: Any) -> bool:
 
 
 def settings_vs_paper(cfg: Config) -> list[dict[str, Any]]:
-    """Every setting the paper states (or leaves open) next to ours, read from the resolved config."""
+    """Every setting the paper states (or leaves open) next to ours, read from the resolved config, with the reason
+    params.yaml gives for ours (`report.why`, keyed like the table's params keys)."""
     resolved = to_dict(cfg)
     per_section = [PaperSetting(f"{section}.{s.key}", f"{section}: {s.label}", s.paper, s.paper_text)
                    for section in CURVE_METHODS for s in GRPO_SETTINGS]
+    settings = (*MODEL_SETTINGS, *per_section, *LATER_SETTINGS)
+    known = [s.key for s in settings]
+    unknown = sorted(set(cfg.report.why) - set(known))
+    if unknown:
+        raise ConfigError("params", [f"report.why.{k}: not a setting the report compares with the paper; use one of "
+                                     f"{', '.join(known)}" for k in unknown])
     rows = []
-    for s in (*MODEL_SETTINGS, *per_section, *LATER_SETTINGS):
+    for s in settings:
         ours = _lookup(resolved, s.key)
         if s.key.endswith(".source") and isinstance(ours, Mapping):
             # The paper's corpus only when the source is real data whose path names it.
@@ -435,8 +442,19 @@ def settings_vs_paper(cfg: Config) -> list[dict[str, Any]]:
             status = "left open"
         else:
             status = "same" if _same(ours, s.paper) else "differs"
-        rows.append({"key": s.key, "setting": s.label, "paper": s.paper_text, "ours": ours, "status": status})
+        rows.append({"key": s.key, "setting": s.label, "paper": s.paper_text, "ours": ours, "status": status,
+                     "why": _reason(cfg.report.why, resolved, s.key)})
     return rows
+
+
+def _reason(why: Mapping[str, str], resolved: Mapping[str, Any], key: str) -> str:
+    """`report.why[key]`; an mpgrpo setting inherited unchanged from grpo takes grpo's reason."""
+    if key in why:
+        return why[key]
+    section, _, rest = key.partition(".")
+    if section == "mpgrpo" and _lookup(resolved, key) == _lookup(resolved, f"grpo.{rest}"):
+        return why.get(f"grpo.{rest}", "")
+    return ""
 
 
 # --------------------------------------------------------------------------------------------------- seeds
@@ -702,12 +720,13 @@ def _curves_markdown(curves: Mapping[str, Mapping[str, Any]]) -> list[str]:
 def _settings_markdown(settings: Sequence[Mapping[str, Any]]) -> list[str]:
     differs = [s for s in settings if s["status"] != "same"]
     same = [s for s in settings if s["status"] == "same"]
-    rows = [[s["setting"], f"`{s['key']}`", s["paper"], f"`{s['ours']}`", s["status"]] for s in differs]
+    rows = [[s["setting"], f"`{s['key']}`", s["paper"], f"`{s['ours']}`", s["status"],
+             s.get("why") or ("not given (add `report.why`)" if s["status"] == "differs" else "")] for s in differs]
     out = ["## Settings that differ from the paper", "",
            "The paper: Granite Speech 3.3 2B, GRPO from the base model, group size 8, beta 0.02, temperature 1.0, "
            "max completion 200 tokens, lr 1e-6, DAPO loss; evaluation with top-p 0.9, temperature 0.9. Ours, from "
-           "the resolved config of this run:", "",
-           md_table(["setting", "params key", "paper", "ours", ""], rows), ""]
+           "the resolved config of this run, and why (params `report.why`):", "",
+           md_table(["setting", "params key", "paper", "ours", "", "why"], rows), ""]
     if same:
         out += ["As in the paper: " + "; ".join(f"{s['setting']} ({s['paper']})" for s in same) + ".", ""]
     return out

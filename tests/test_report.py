@@ -15,7 +15,7 @@ import pytest
 
 from steps import report as rp
 from steps import tracking
-from steps.config import Config
+from steps.config import Config, ConfigError, config_from_dict
 
 N = 20
 SCORES = {  # greedy BLEU, real and swapped audio; mpgrpo's outputs are grpo's exactly (an identical system)
@@ -263,6 +263,23 @@ def test_settings_that_differ_from_the_paper():
     assert rows["grpo.max_steps"]["status"] == "left open"
     assert rows["mpgrpo.num_off_policy"]["status"] == "same"
     assert rows["grpo.lr"]["status"] == "differs"  # default 1e-5, the paper 1e-6
+
+
+def test_settings_table_gives_the_reason_params_states_and_rejects_an_unknown_key():
+    cfg = config_from_dict({"report": {"why": {"grpo.lr": "the tiny model learns at 1e-5"}}})
+    rows = {r["key"]: r for r in rp.settings_vs_paper(cfg)}
+    assert rows["grpo.lr"]["why"] == "the tiny model learns at 1e-5"
+    assert rows["mpgrpo.lr"]["why"] == "the tiny model learns at 1e-5"  # inherited from grpo with the value
+    assert rows["grpo.init"]["why"] == ""
+    table = "\n".join(rp._settings_markdown(list(rows.values())))
+    assert "| `1e-05` | differs | the tiny model learns at 1e-5 |" in table
+    assert "| `sft` | differs | not given (add `report.why`) |" in table
+    other = config_from_dict({"report": {"why": {"grpo.lr": "x"}}, "mpgrpo": {"lr": 3e-5}})
+    assert {r["key"]: r for r in rp.settings_vs_paper(other)}["mpgrpo.lr"]["why"] == ""  # its own value: no reason
+    with pytest.raises(ConfigError, match=r"report.why.grpo.learning_rate: not a setting the report compares"):
+        rp.settings_vs_paper(config_from_dict({"report": {"why": {"grpo.learning_rate": "typo"}}}))
+    with pytest.raises(ConfigError, match=r"why.grpo.lr: give a reason"):
+        config_from_dict({"report": {"why": {"grpo.lr": " "}}})
 
 
 def test_seed_summary():
