@@ -811,9 +811,30 @@ def config_from_dict(raw: dict[str, Any], source: str = "the configuration") -> 
     errors: list[str] = []
     raw = inherit_grpo_keys(raw)
     cfg = _build(Config, raw, "", errors)
+    if not errors:
+        errors += _unknown_why_keys(cfg)
     if errors:
         raise ConfigError(source, errors)
     return cfg
+
+
+def _unknown_why_keys(cfg: Config) -> list[str]:
+    """`report.why` keys that name no params key. Checked when params.yaml is loaded, so a typo stops the first
+    stage rather than the report, the last (report.py further checks that the key is one it compares)."""
+    resolved = to_dict(cfg)
+    out = []
+    for key in cfg.report.why:
+        node: Any = resolved
+        for depth, part in enumerate(key.split(".")):
+            here = ".".join(key.split(".")[:depth]) or "the top level"
+            if not isinstance(node, dict):
+                out.append(f"report.why.{key}: {here} is a setting, not a section; name the setting itself")
+                break
+            if part not in node:
+                out.append(f"report.why.{key}: '{part}' is not a key of {here}.{_did_you_mean(part, list(node))}")
+                break
+            node = node[part]
+    return out
 
 
 def inherit_grpo_keys(raw: dict[str, Any]) -> dict[str, Any]:

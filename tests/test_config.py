@@ -35,6 +35,23 @@ def test_all_problems_reported_at_once_with_key_paths_and_fixes():
     assert "prepare.tasks.ast.prompts.ast[0]: must contain '<|audio|>' exactly once" in msg
 
 
+def test_a_report_why_key_naming_no_params_key_stops_loading_with_a_hint(tmp_path: Path):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["report"]["why"] |= {"grpo.lrr": "typo", "prepare.tasks.sqa.sorce": "typo", "grpo.lr.value": "too deep"}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as info:
+        load_config(params)
+    assert sorted(info.value.problems) == [
+        "report.why.grpo.lr.value: grpo.lr is a setting, not a section; name the setting itself",
+        "report.why.grpo.lrr: 'lrr' is not a key of grpo. Did you mean 'lr'?",
+        "report.why.prepare.tasks.sqa.sorce: 'sorce' is not a key of prepare.tasks.sqa. Did you mean 'source'?",
+    ]
+    # A key whose value is null (a switched-off option) still names a params key.
+    why = {"grpo.advantage_std_floor": "off"}
+    assert config_from_dict({"grpo": {"advantage_std_floor": None}, "report": {"why": why}}).report.why == why
+
+
 def test_speaker_disjointness_is_enforced():
     with pytest.raises(ConfigError, match="speaker-disjoint"):
         config_from_dict({"synth": {"train_voices": ["en-US", "en"], "test_voices": ["en"]}})
