@@ -842,7 +842,9 @@ def inherit_grpo_keys(raw: dict[str, Any]) -> dict[str, Any]:
     grpo, mpgrpo = raw.get("grpo"), raw.get("mpgrpo")
     if not isinstance(grpo, dict) or not (mpgrpo is None or isinstance(mpgrpo, dict)):
         return raw  # a wrong type is reported by the builder
-    merged = {**grpo, **(mpgrpo or {})}
+    fields = {f.name for f in dataclasses.fields(GrpoConfig)}
+    # An unknown grpo key is reported once, under grpo, not again under the mpgrpo that would inherit it.
+    merged = {**{k: v for k, v in grpo.items() if k in fields}, **(mpgrpo or {})}
     merged.setdefault("num_off_policy", GrpoConfig(num_off_policy=1).num_off_policy)
     return {**raw, "mpgrpo": merged}
 
@@ -868,5 +870,10 @@ def stage_parser(description: str | None) -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    return load_config(args.params, args.overrides)
+    """The config a stage's command line names. A bad params file ends the command with its problems listed (exit
+    status 1), not with a traceback that buries them."""
+    try:
+        return load_config(args.params, args.overrides)
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}\nNothing was run; fix the file (or the -S override) and rerun.") from exc
 

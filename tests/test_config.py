@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,6 +91,20 @@ def test_override_of_unknown_key_is_reported(tmp_path: Path):
     params.write_text("seed: 1\n")
     with pytest.raises(ConfigError, match=r"prepare.sample_rat: unknown key. Did you mean 'sample_rate'\?"):
         load_config(params, ["prepare.sample_rat=8000"])
+    with pytest.raises(ConfigError) as info:  # mpgrpo inherits grpo's keys, but not its typos: reported once
+        load_config(params, ["grpo.lrr=1e-5"])
+    assert [p.split(":")[0] for p in info.value.problems if "grpo" in p] == ["grpo.lrr"]
+
+
+def test_a_stage_command_with_a_bad_params_file_lists_the_problems_without_a_traceback(tmp_path: Path):
+    params = tmp_path / "params.yaml"
+    params.write_text("report:\n  exampels: 5\n")
+    run = subprocess.run([sys.executable, "-m", "steps.report", "--params", str(params)], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert "report.exampels: unknown key. Did you mean 'examples'?" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "reports").exists()  # nothing was run
 
 
 def test_override_needs_equals():
