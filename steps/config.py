@@ -785,6 +785,8 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         raise ConfigError("the command line", [f"override {assignment!r}: expected key.path=value"])
     key_path, _, text = assignment.partition("=")
     keys = key_path.strip().split(".")
+    if keys[:2] == ["report", "why"] and len(keys) > 3:
+        keys = [*keys[:2], ".".join(keys[2:])]  # report.why is keyed by whole params keys: `-S report.why.grpo.lr=..`
     node = raw
     for k in keys[:-1]:
         if not isinstance(node.get(k), dict):

@@ -107,6 +107,13 @@ def test_a_stage_command_with_a_bad_params_file_lists_the_problems_without_a_tra
     assert not (tmp_path / "reports").exists()  # nothing was run
 
 
+def test_an_override_of_a_report_why_entry_keeps_the_dotted_params_key_whole():
+    raw: dict = {}
+    apply_override(raw, "report.why.grpo.lr=the tiny model learns faster")
+    assert raw == {"report": {"why": {"grpo.lr": "the tiny model learns faster"}}}
+    assert config_from_dict(raw).report.why == {"grpo.lr": "the tiny model learns faster"}
+
+
 def test_override_needs_equals():
     with pytest.raises(ConfigError, match=r"expected key\.path=value"):
         apply_override({}, "seed")
