@@ -539,6 +539,7 @@ class EvaluateConfig:
     the listening check decodes greedily again with every example's audio swapped for another's. `extra_models`
     names further checkpoints (name: folder) that `--model NAME` can evaluate. `langs` gives each task's reference
     language (sacrebleu's default tokenizer and ROUGE's tokenizer follow it); `wer_tasks` get WER too.
+    `encoder_cache_mb`: CPU memory for reusing the audio encoder's output across those passes (0 = encode every time).
     """
 
     split: Literal["train", "validation", "test"] = "test"
@@ -557,9 +558,12 @@ class EvaluateConfig:
     wer_tasks: tuple[str, ...] = ("asr",)
     extra_models: dict[str, str] = dataclasses.field(default_factory=dict)
     threads: int = 0
+    encoder_cache_mb: int = 1024
 
     def problems(self) -> list[str]:
         out = []
+        if self.encoder_cache_mb < 0:
+            out.append(f"encoder_cache_mb: must be >= 0 (0 = no reuse), got {self.encoder_cache_mb}")
         if self.limit is not None and self.limit < 2:
             out.append(f"limit: must be >= 2 examples (the listening check swaps audio) or null, got {self.limit}")
         if self.sampled_runs < 0:

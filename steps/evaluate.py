@@ -74,13 +74,14 @@ class Decoded:
     swapped: list[str] | None = None
     swapped_sampled: list[str] | None = None  # one sampled run on the swapped audio: the listening check, sampled
     seconds: float = 0.0
+    encoder_calls: dict[str, int] = field(default_factory=dict)  # batches encoded (misses), reused (hits)
 
 
 def decode_all(model: Any, processor: Any, dataset: Any, ecfg: EvaluateConfig, seed: int) -> Decoded:
     """Sampled runs, greedy, and on swapped audio greedy and one sampled run (the first run's seed), all batched
-    with the KV cache."""
+    with the KV cache. The audio encoder runs once per batch of clips, not once per pass (outputs bit-identical)."""
     from steps.listening import swap_audio
-    from steps.model import GenerationSettings, generate
+    from steps.model import GenerationSettings, encoder_outputs_reused, generate
 
     prompts, audios = list(dataset["prompt"]), list(dataset["audio"])
     sampled = GenerationSettings(max_new_tokens=ecfg.max_new_tokens, do_sample=True, temperature=ecfg.temperature,
@@ -88,18 +89,20 @@ def decode_all(model: Any, processor: Any, dataset: Any, ecfg: EvaluateConfig, s
     greedy = GenerationSettings(max_new_tokens=ecfg.max_new_tokens)
     out = Decoded()
     start = time.perf_counter()
-    for run in range(ecfg.sampled_runs):
-        out.sampled.append(generate(model, processor, prompts, audios, sampled, ecfg.batch_size, seed=seed + run,
-                                    progress=True))
-    if ecfg.greedy:
-        out.greedy = generate(model, processor, prompts, audios, greedy, ecfg.batch_size, progress=True)
-    if ecfg.listening:
-        swapped_audio = list(swap_audio(dataset.select_columns(["prompt", "audio"]), seed)["audio"])
-        out.swapped = generate(model, processor, prompts, swapped_audio, greedy, ecfg.batch_size, progress=True)
-        if ecfg.sampled_runs:
-            out.swapped_sampled = generate(model, processor, prompts, swapped_audio, sampled, ecfg.batch_size,
-                                           seed=seed, progress=True)
+    with encoder_outputs_reused(model, ecfg.encoder_cache_mb) as encoder_calls:
+        for run in range(ecfg.sampled_runs):
+            out.sampled.append(generate(model, processor, prompts, audios, sampled, ecfg.batch_size, seed=seed + run,
+                                        progress=True))
+        if ecfg.greedy:
+            out.greedy = generate(model, processor, prompts, audios, greedy, ecfg.batch_size, progress=True)
+        if ecfg.listening:
+            swapped_audio = list(swap_audio(dataset.select_columns(["prompt", "audio"]), seed)["audio"])
+            out.swapped = generate(model, processor, prompts, swapped_audio, greedy, ecfg.batch_size, progress=True)
+            if ecfg.sampled_runs:
+                out.swapped_sampled = generate(model, processor, prompts, swapped_audio, sampled, ecfg.batch_size,
+                                               seed=seed, progress=True)
     out.seconds = time.perf_counter() - start
+    out.encoder_calls = dict(encoder_calls)
     return out
 
 
@@ -220,7 +223,7 @@ def run_evaluate(cfg: Config, name: str, task: str, model_dir: Path, data_dir: P
         decoded = decode_all(model, processor, dataset, ecfg, cfg.seed)
         metrics = {"model": name, "task": task, "split": ecfg.split, "n": len(refs),
                    **build_metrics(decoded, refs, task, ecfg),
-                   "decode_seconds": round(decoded.seconds, 2),
+                   "decode_seconds": round(decoded.seconds, 2), "encoder_cache": decoded.encoder_calls,
                    "utterances_per_second": round(decoded_count(decoded) * len(refs) / max(decoded.seconds, 1e-9), 2),
                    "model_path": str(model_dir), "max_new_tokens": ecfg.max_new_tokens, "seed": cfg.seed}
         write_jsonl(predictions_path, prediction_rows(dataset, decoded))

@@ -8,21 +8,24 @@ from pathlib import Path
 
 import pytest
 import sacrebleu
+import torch
 
-from steps.config import ConfigError, config_from_dict
+from steps.config import ConfigError, EvaluateConfig, config_from_dict
 from steps.evaluate import (
     Decoded,
     available_models,
     build_metrics,
+    decode_all,
     model_path,
     prediction_rows,
     run_evaluate,
     spread,
 )
 from steps.io import read_jsonl
+from steps.model import adapter_for, encoder_outputs_reused, get_submodule
 from steps.sft import run_sft
 from tests.test_sft import TASK, micro_config, sft_paths
-from tests.tiny_sallm import speech_rows_fixture, to_dataset, workspace  # noqa: F401
+from tests.tiny_sallm import RATE, build_micro, speech_rows_fixture, to_dataset, workspace  # noqa: F401
 
 REFS = ["the cat sat on the mat", "a dog runs in the park", "we read a book today"]
 
@@ -77,6 +80,43 @@ def test_predictions_hold_every_run(speech_rows) -> None:
     row = speech_rows[1]
     assert rows[1] == {"id": row["id"], "prompt": row["prompt"], "reference": row["reference"],
                        "sampled": ["b", "d", "f"], "greedy": "h", "swapped": "j", "swapped_sampled": "l"}
+
+
+def test_evaluation_encodes_each_batch_of_clips_once_across_passes_with_unchanged_answers(speech_rows) -> None:
+    model, processor = build_micro(speech_rows)
+    encoder = get_submodule(model, adapter_for(model).encoder)
+    runs = []  # the encoder's own work: its first layer runs only when it really encodes
+    encoder.conv1.register_forward_hook(lambda *_: runs.append(1))
+    ds = to_dataset(speech_rows)
+    settings = {"sampled_runs": 2, "max_new_tokens": 4, "batch_size": 4}  # 5 passes (2 sampled, greedy, 2 swapped)
+
+    plain = decode_all(model, processor, ds, EvaluateConfig(**settings, encoder_cache_mb=0), seed=3)
+    assert len(runs) == 5 * 2 and plain.encoder_calls["hits"] == 0
+    runs.clear()
+    reused = decode_all(model, processor, ds, EvaluateConfig(**settings), seed=3)
+    assert (reused.sampled, reused.greedy, reused.swapped, reused.swapped_sampled) == (
+        plain.sampled, plain.greedy, plain.swapped, plain.swapped_sampled)
+    assert len(runs) == reused.encoder_calls["misses"] < 5 * 2
+    assert reused.encoder_calls["hits"] >= 3 * 2  # sampled run 2 and greedy reuse run 1's batches, at least
+    assert "forward" not in vars(encoder)  # the encoder is itself again after the block
+
+
+def test_reused_encoder_outputs_respect_the_memory_budget_and_refuse_gradients(speech_rows) -> None:
+    model, processor = build_micro(speech_rows)
+    encoder = get_submodule(model, adapter_for(model).encoder)
+    features = processor.feature_extractor([r["audio"] for r in speech_rows[:2]], sampling_rate=RATE,
+                                           return_tensors="pt")["input_features"]
+    with torch.no_grad(), encoder_outputs_reused(model, budget_mb=1e-6) as counts:
+        encoder(features)
+        encoder(features)
+    assert counts == {"hits": 0, "misses": 2, "bytes": 0}  # over budget: encoded every time, nothing kept
+    with torch.no_grad(), encoder_outputs_reused(model) as counts:
+        first = encoder(features).last_hidden_state
+        again = encoder(features).last_hidden_state
+    assert counts["hits"] == 1 and counts["bytes"] == first.numel() * first.element_size()
+    assert torch.equal(first, again)
+    with encoder_outputs_reused(model), pytest.raises(RuntimeError, match="for inference"):
+        encoder(features)
 
 
 def test_models_are_found_by_name_and_extras_listed_in_params(tmp_path: Path) -> None:
