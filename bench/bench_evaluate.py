@@ -1,4 +1,5 @@
-"""Evaluation throughput (utterances/s) of the tiny preset: batched generation (KV cache) vs batch size 1.
+"""Evaluation throughput (utterances/s) of the tiny preset: batched generation (KV cache) vs batch size 1, and the
+evaluate stage's five passes with the audio encoder's output reused across them or not.
 
     python bench/bench_evaluate.py [--examples 64] [--batch-sizes 1 8 32] [--new-tokens 32] [--threads 2]
                                    [--model models/base] [--task ast]
@@ -88,6 +89,32 @@ def main(argv: list[str] | None = None) -> None:
         base = base or rate
         print(f"| {batch_size} | {rate:.1f} | {seconds:.1f} | {rate / base:.1f}x |", flush=True)
     print("\n(Batches are sorted by clip length, as in steps.model.generate, to waste little padding.)")
+    reuse_table(model, processor, prompts, audios, args)
+
+
+def reuse_table(model: Any, processor: Any, prompts: list[str], audios: list[Any], args: argparse.Namespace) -> None:
+    """The evaluate stage's five passes over the same clips, with the audio encoder's output reused or not."""
+    import datasets
+
+    from steps.config import EvaluateConfig
+    from steps.evaluate import decode_all
+
+    dataset = datasets.Dataset.from_dict({"prompt": prompts, "audio": [list(map(float, a)) for a in audios]})
+    batch_size = max(args.batch_sizes)
+    print(f"\nThe evaluate stage's passes (2 sampled, greedy, greedy and sampled on swapped audio), batch size "
+          f"{batch_size}:\n")
+    print("| encoder output reused | seconds | encoder runs (batches) | reused | speed-up |")
+    print("|---|---:|---:|---:|---:|")
+    plain = None
+    for cache_mb in (0, 1024):
+        ecfg = EvaluateConfig(sampled_runs=2, max_new_tokens=args.new_tokens, batch_size=batch_size,
+                              encoder_cache_mb=cache_mb)
+        decoded = decode_all(model, processor, dataset, ecfg, seed=0)
+        plain = plain or decoded
+        same = (decoded.sampled, decoded.greedy, decoded.swapped) == (plain.sampled, plain.greedy, plain.swapped)
+        calls = decoded.encoder_calls
+        print(f"| {'yes' if cache_mb else 'no'}{'' if same else ' (answers DIFFER)'} | {decoded.seconds:.1f} | "
+              f"{calls['misses']} | {calls['hits']} | {plain.seconds / decoded.seconds:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":
