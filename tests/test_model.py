@@ -17,6 +17,7 @@ from steps.model import (
     choose_dtype,
     encode_each_clip_once,
     encode_for_training,
+    encode_real_frames_only,
     generate,
     get_submodule,
     model_inputs,
@@ -185,3 +186,45 @@ def test_encoding_each_clip_once_keeps_the_loss_and_gradients(tiny_sallm, speech
             p.zero_()
     assert not torch.allclose(twin(**training_batch(twin, processor, rows)).loss, loss_shared)
     assert set(shared.state_dict()) == set(plain.state_dict())
+
+
+def test_real_frames_only_keeps_loss_gradients_and_generation(tiny_sallm, speech_rows) -> None:
+    model, processor = tiny_sallm
+    rows = [speech_rows[i] for i in (0, 3, 0, 5)]  # clips of different lengths, one repeated (GRPO-style)
+    adapter = adapter_for(model)
+    plain = copy.deepcopy(model)
+    cropped = copy.deepcopy(model)
+    encoder = encode_real_frames_only(encode_each_clip_once(get_submodule(cropped, adapter.encoder)))
+    frames_seen = []
+    encoder.conv1.register_forward_pre_hook(lambda _m, args: frames_seen.append(args[0].shape[-1]))
+    batch = training_batch(cropped, processor, rows)
+    window = batch["input_features"].shape[-1]
+    longest = int(batch["feature_attention_mask"].sum(-1).max())
+
+    def loss_and_grads(m):
+        m.zero_grad()
+        loss = m(**training_batch(m, processor, rows)).loss
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+
+    loss_plain, g_plain = loss_and_grads(plain)
+    loss_cropped, g_cropped = loss_and_grads(cropped)
+    assert frames_seen and max(frames_seen) <= longest + 6 < window  # the padding was not encoded
+    assert torch.allclose(loss_plain, loss_cropped, atol=1e-6)
+    assert g_plain.keys() == g_cropped.keys() and any("audio_tower" in n for n in g_cropped)
+    for name, grad in g_plain.items():
+        assert torch.allclose(grad, g_cropped[name], atol=1e-5, rtol=1e-4), name
+    prompts, audios = [r["prompt"] for r in rows], [r["audio"] for r in rows]
+    settings = GenerationSettings(max_new_tokens=6)
+    assert generate(plain, processor, prompts, audios, settings) == generate(cropped, processor, prompts, audios,
+                                                                             settings)
+    assert set(cropped.state_dict()) == set(plain.state_dict())
+
+
+def test_loaded_qwen2_audio_models_encode_real_frames_only(tiny_sallm, tmp_path) -> None:
+    from steps.model import load_model_and_processor
+    from steps.tiny_model import save
+
+    save(*tiny_sallm, tmp_path / "base")
+    model, _ = load_model_and_processor(tmp_path / "base", ModelConfig())
+    assert type(get_submodule(model, adapter_for(model).encoder)).__name__.startswith("RealFramesOnly")
