@@ -68,9 +68,11 @@ class SynthSizes:
 
 @dataclasses.dataclass(frozen=True)
 class SynthConfig:
-    """The offline spoken corpus (espeak-ng). Test splits use `test_voices` only: speaker-disjoint from training."""
+    """The offline spoken corpus (espeak-ng). Each split has its own voices: validation and test speakers are held out
+    from training (and from each other), so checkpoint selection and the test both measure unseen speakers."""
 
-    train_voices: tuple[str, ...] = ("en-US", "en", "en-GB-scotland", "en-029", "en-GB-x-gbclan", "en-GB-x-gbcwmd")
+    train_voices: tuple[str, ...] = ("en-US", "en", "en-GB-scotland", "en-029", "en-GB-x-gbcwmd")
+    validation_voices: tuple[str, ...] = ("en-GB-x-gbclan",)
     test_voices: tuple[str, ...] = ("en-GB-x-rp", "en-US-nyc")
     variants: tuple[str, ...] = ("", "m1", "m3", "f1", "f2")
     workers: int = 2
@@ -83,11 +85,17 @@ class SynthConfig:
         out = []
         if not self.train_voices:
             out.append("train_voices: must list at least one espeak voice, e.g. [en-us]")
+        if not self.validation_voices:
+            out.append("validation_voices: must list at least one espeak voice, e.g. [en-GB-x-gbclan]")
         if not self.test_voices:
             out.append("test_voices: must list at least one espeak voice, e.g. [en-gb-x-rp]")
-        shared = sorted(set(self.train_voices) & set(self.test_voices))
-        if shared:
-            out.append(f"test_voices: {shared} also in train_voices; the test split must be speaker-disjoint")
+        for key, voices, other_key, others in (
+                ("validation_voices", self.validation_voices, "train_voices", self.train_voices),
+                ("test_voices", self.test_voices, "train_voices", self.train_voices),
+                ("test_voices", self.test_voices, "validation_voices", self.validation_voices)):
+            shared = sorted(set(voices) & set(others))
+            if shared:
+                out.append(f"{key}: {shared} also in {other_key}; each split must be speaker-disjoint")
         if not self.variants:
             out.append("variants: list at least one variant; use [''] for the voice's default")
         if self.workers < 1:

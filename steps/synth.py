@@ -87,7 +87,7 @@ def plan_corpus(cfg: Config) -> dict[str, dict[str, list[dict[str, Any]]]]:
         pool_sizes: SplitSizes = getattr(sizes, pool)
         for split in _DRAW_ORDER:
             rows = _distinct(draw, getattr(pool_sizes, split), taken, pool)
-            voices = cfg.synth.test_voices if split == "test" else cfg.synth.train_voices
+            voices = getattr(cfg.synth, f"{split}_voices")
             for i, row in enumerate(rows):
                 variant = rng.choice(cfg.synth.variants)
                 row["id"] = f"{pool}-{split}-{i:05d}"

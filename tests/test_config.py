@@ -54,9 +54,15 @@ def test_a_report_why_key_naming_no_params_key_stops_loading_with_a_hint(tmp_pat
     assert config_from_dict({"grpo": {"advantage_std_floor": None}, "report": {"why": why}}).report.why == why
 
 
-def test_speaker_disjointness_is_enforced():
-    with pytest.raises(ConfigError, match="speaker-disjoint"):
-        config_from_dict({"synth": {"train_voices": ["en-US", "en"], "test_voices": ["en"]}})
+@pytest.mark.parametrize(("voices", "message"), [
+    ({"train_voices": ["en-US", "en"], "test_voices": ["en"]}, "test_voices: ['en'] also in train_voices"),
+    ({"train_voices": ["en-US", "en"], "validation_voices": ["en"]}, "validation_voices: ['en'] also in train_voices"),
+    ({"validation_voices": ["en-US-nyc"]}, "test_voices: ['en-US-nyc'] also in validation_voices"),
+])
+def test_speaker_disjointness_is_enforced(voices, message):
+    with pytest.raises(ConfigError, match="speaker-disjoint") as err:
+        config_from_dict({"synth": voices})
+    assert message in str(err.value)
 
 
 def test_bool_is_not_an_integer():

@@ -52,11 +52,12 @@ def test_plan_is_deterministic_speaker_disjoint_and_pools_are_text_disjoint():
     plan = plan_corpus(cfg)
     assert plan == plan_corpus(cfg)
     for pool, splits in plan.items():
-        train_speakers = {r["speaker"].split("+")[0] for s in ("train", "validation") for r in splits[s]}
-        test_speakers = {r["speaker"].split("+")[0] for r in splits["test"]}
-        assert train_speakers <= set(cfg.synth.train_voices), pool
-        assert test_speakers <= set(cfg.synth.test_voices), pool
-        assert not train_speakers & test_speakers
+        speakers = {split: {r["speaker"].split("+")[0] for r in rows} for split, rows in splits.items()}
+        assert speakers["train"] <= set(cfg.synth.train_voices), pool
+        assert speakers["validation"] <= set(cfg.synth.validation_voices), pool
+        assert speakers["test"] <= set(cfg.synth.test_voices), pool
+        assert not speakers["train"] & (speakers["validation"] | speakers["test"])
+        assert not speakers["validation"] & speakers["test"]
         texts = [r["text"] + r.get("question", "") for s in splits.values() for r in s]
         assert len(texts) == len(set(texts)), f"{pool}: an utterance appears in two splits"
     ast_sentences = {r["text"] for s in plan["ast"].values() for r in s}
