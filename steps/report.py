@@ -758,11 +758,15 @@ def _seeds_markdown(seeds: Mapping[str, Any]) -> list[str]:
         held = "held in every seed" if entry["held_every_seed"] else "did **not** hold in every seed"
         detail = []
         if entry["failed_in"]:
-            detail.append(f"failed in seeds {', '.join(entry['failed_in'])}")
+            detail.append(f"failed in {seed_list(entry['failed_in'])}")
         if entry["incomplete_in"]:
-            detail.append(f"a method missing in seeds {', '.join(entry['incomplete_in'])}")
+            detail.append(f"a method missing in {seed_list(entry['incomplete_in'])}")
         out += [f"Ordering {entry['order']}: {held}" + (f" ({'; '.join(detail)})" if detail else "") + ".", ""]
     return out
+
+
+def seed_list(seeds: Sequence[str]) -> str:
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(seeds)
 
 
 def render_examples(evaluations: Mapping[str, Mapping[str, Evaluation]], report: Mapping[str, Any]) -> str:

@@ -312,7 +312,7 @@ def test_seeds_markdown_shows_spread_per_seed_values_and_swapped_audio():
     assert "| Base | 11.50 ± 0.71 | 11.00, 12.00 | 1.00 ± 0.00 |" in md
     assert "| SFT | 20.00 ± 0.00 | 20.00, 20.00 | 3.50 ± 0.71 |" in md
     assert "| GRPO | 22.50 ± 10.61 | 30.00, 15.00 | n/a |" in md  # no swapped score recorded
-    assert "did **not** hold in every seed (failed in seeds 2)" in md
+    assert "did **not** hold in every seed (failed in seed 2)" in md
     assert "paper decoding" not in md  # no sampled scores in this sweep: greedy only
 
 
@@ -326,7 +326,7 @@ def test_seeds_markdown_puts_the_papers_decoding_first_when_the_sweep_sampled():
     assert "| GRPO | 11.50 ± 0.71 | 11.00, 12.00 | 2.00 ± 0.00 |" in md
     paper, greedy = md.split("### SQA, greedy decoding")
     assert "Ordering Base < SFT < GRPO: held in every seed." in paper
-    assert "did **not** hold in every seed (failed in seeds 1)" in greedy  # GRPO 20 = SFT 20 in seed 1
+    assert "did **not** hold in every seed (failed in seed 1)" in greedy  # GRPO 20 = SFT 20 in seed 1
 
 
 def test_readme_gets_the_seed_table_when_a_sweep_exists(full, tmp_path):
