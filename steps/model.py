@@ -127,12 +127,25 @@ def encode_each_clip_once(encoder: nn.Module) -> nn.Module:
     subclass (not by patching `forward`: a deep copy of the model must keep using its own weights); parameters and
     state-dict keys are unchanged; calling it twice is harmless.
     """
-    cls = type(encoder)
-    if not issubclass(cls, _EachClipOnce):
-        if cls not in _EACH_CLIP_ONCE_CLASSES:
-            _EACH_CLIP_ONCE_CLASSES[cls] = type(f"EachClipOnce{cls.__name__}", (_EachClipOnce, cls), {})
-        encoder.__class__ = _EACH_CLIP_ONCE_CLASSES[cls]
-    return encoder
+    return _switch_class(encoder, _EachClipOnce)
+
+
+def _switch_class(module: nn.Module, mixin: type[nn.Module]) -> nn.Module:
+    """Make this instance (only) an instance of `mixin` layered over its own class; a no-op if it already is one.
+
+    Switching the class rather than patching `forward` keeps a deep copy of the model on its own weights; the
+    parameters and state-dict keys are unchanged. One subclass per (mixin, class) pair, so mixins compose.
+    """
+    cls = type(module)
+    if not issubclass(cls, mixin):
+        key = (mixin, cls)
+        if key not in _SWITCHED_CLASSES:
+            _SWITCHED_CLASSES[key] = type(f"{mixin.__name__.lstrip('_')}{cls.__name__}", (mixin, cls), {})
+        module.__class__ = _SWITCHED_CLASSES[key]
+    return module
+
+
+_SWITCHED_CLASSES: dict[tuple[type, type], type] = {}
 
 
 class _EachClipOnce(nn.Module):
@@ -156,9 +169,6 @@ class _EachClipOnce(nn.Module):
         return out
 
 
-_EACH_CLIP_ONCE_CLASSES: dict[type, type] = {}
-
-
 def encode_real_frames_only(encoder: nn.Module) -> nn.Module:
     """Make a Qwen2-Audio encoder run on the batch's real frames instead of the whole padded window.
 
@@ -172,12 +182,7 @@ def encode_real_frames_only(encoder: nn.Module) -> nn.Module:
     (composes with it; parameters and state-dict keys unchanged); with layer drop on in training, or without a mask,
     the stock forward runs.
     """
-    cls = type(encoder)
-    if not issubclass(cls, _RealFramesOnly):
-        if cls not in _REAL_FRAMES_CLASSES:
-            _REAL_FRAMES_CLASSES[cls] = type(f"RealFramesOnly{cls.__name__}", (_RealFramesOnly, cls), {})
-        encoder.__class__ = _REAL_FRAMES_CLASSES[cls]
-    return encoder
+    return _switch_class(encoder, _RealFramesOnly)
 
 
 class _RealFramesOnly(nn.Module):
@@ -209,12 +214,9 @@ class _RealFramesOnly(nn.Module):
         x = self.layer_norm(x)
         pooled = (steps - 2) // 2 + 1
         x = nn.functional.pad(x, (0, 0, 0, pooled - x.shape[1]))
-        from transformers.modeling_outputs import BaseModelOutput
+        from transformers.modeling_outputs import BaseModelOutput  # lazy, as everywhere: importing steps stays fast
 
         return BaseModelOutput(last_hidden_state=x)
-
-
-_REAL_FRAMES_CLASSES: dict[type, type] = {}
 
 
 @contextlib.contextmanager
@@ -337,12 +339,11 @@ def load_model_and_processor(name_or_path: str | Path, cfg: ModelConfig, revisio
     dtype = choose_dtype(cfg.dtype, device)
     common: dict[str, Any] = {"revision": revision, "trust_remote_code": cfg.trust_remote_code}
     config = AutoConfig.from_pretrained(name, **common)
-    adapter_for(config)  # fail early, with the list of supported families
+    adapter = adapter_for(config)  # fail early, with the list of supported families
     processor = AutoProcessor.from_pretrained(name, **common)
     model = _auto_model_class(config).from_pretrained(name, dtype=dtype, **common)
     model.to(device)
     prepare_tokens(model, processor)
-    adapter = adapter_for(config)
     if adapter.crop_audio_window:
         encode_real_frames_only(get_submodule(model, adapter.encoder))
     return model, processor
