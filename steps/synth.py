@@ -1,7 +1,7 @@
 """The `synth` stage: a spoken corpus synthesised offline with espeak-ng, so the default needs no download.
 
 Pools (each `data/synth/<pool>/<split>.jsonl` plus `audio.zip`, one 16-bit WAV member per clip at espeak's 22050 Hz;
-one archive instead of 13,500 files, because DVC walks every file of an output at each `dvc repro`, and the walk
+one archive instead of 17,500 files, because DVC walks every file of an output at each `dvc repro`, and the walk
 was 0.8 s of a 2.4 s no-op run):
 - `ast`: English sentences with their German translations (speech translation, En->De).
 - `sqa`: spoken passages with a text question and an open-format answer (spoken QA, as in LibriSQA).
