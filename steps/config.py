@@ -61,7 +61,7 @@ class SplitSizes:
 
 @dataclasses.dataclass(frozen=True)
 class SynthSizes:
-    ast: SplitSizes = SplitSizes(6000, 200, 200)
+    ast: SplitSizes = SplitSizes(2000, 200, 200)
     sqa: SplitSizes = SplitSizes(2000, 200, 200)
     pretrain: SplitSizes = SplitSizes(4000, 200, 200)
 
