@@ -115,9 +115,10 @@ def _speak_shard(jobs: list[tuple[dict[str, Any], float | None, int]]) -> list[t
     tts = Speaker.get()
     done = []
     for row, snr_db, seed in jobs:
-        audio = tts.say(row["text"], voice=row["speaker"], rate_wpm=row["rate_wpm"], pitch=row["pitch"])
+        clip_seed = _noise_seed(seed, row["id"])
+        audio = tts.say(row["text"], voice=row["speaker"], rate_wpm=row["rate_wpm"], pitch=row["pitch"], seed=clip_seed)
         if snr_db is not None:
-            audio = add_noise(audio, snr_db, np.random.default_rng(_noise_seed(seed, row["id"])))
+            audio = add_noise(audio, snr_db, np.random.default_rng(clip_seed))
         done.append((row["id"], audio.shape[0] / tts.sample_rate, wav_bytes(audio, tts.sample_rate)))
     return done
 

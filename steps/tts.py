@@ -3,6 +3,8 @@
 The registry package `espeakng-loader` ships libespeak-ng and its voice data, so no system package is needed.
 We drive the library in synchronous mode with a callback that collects the int16 samples it produces.
 libespeak-ng keeps global state, so one `Speaker` exists per process (use processes, not threads, to parallelise).
+Its breath noise (voices with a `breath` setting, such as the `+f2` variant) comes from a generator the library seeds
+from the clock; `say` reseeds it before every utterance, so the audio is a function of the arguments alone.
 
     >>> tts = Speaker.get()
     >>> audio = tts.say("Hello there.", voice="en-US+f1", rate_wpm=170, pitch=50)   # float32 at tts.sample_rate
@@ -57,6 +59,7 @@ class Speaker:
         self._lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         self._lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self._lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        self._lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         self._lib.espeak_Synth.argtypes = [
             ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
             ctypes.c_void_p, ctypes.c_void_p,
@@ -83,8 +86,13 @@ class Speaker:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
         return 0  # 0 = continue synthesis
 
-    def say(self, text: str, voice: str, rate_wpm: int = 175, pitch: int = 50, volume: int = 100) -> np.ndarray:
-        """Synthesise `text`; returns mono float32 in [-1, 1] at `self.sample_rate`."""
+    def say(self, text: str, voice: str, rate_wpm: int = 175, pitch: int = 50, volume: int = 100,
+            seed: int = 0) -> np.ndarray:
+        """Synthesise `text`; returns mono float32 in [-1, 1] at `self.sample_rate`, the same for the same arguments.
+
+        `seed` drives the voice's breath noise, if it has any (measured: without reseeding, 58 of 300 clips, all
+        `+f2`, came out differently in every process).
+        """
         if not text.strip():
             raise TTSError("cannot synthesise empty text")
         if voice != self._voice:
@@ -94,6 +102,7 @@ class Speaker:
             self._voice = voice
         for param, value in ((_PARAM_RATE, rate_wpm), (_PARAM_PITCH, pitch), (_PARAM_VOLUME, volume)):
             self._lib.espeak_SetParameter(param, int(value), 0)
+        self._lib.espeak_ng_SetRandSeed(seed & 0x7FFFFFFF)
         self._chunks = []
         data = text.encode("utf-8") + b"\0"
         status = self._lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None)
