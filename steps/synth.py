@@ -8,9 +8,9 @@ was 0.8 s of a 2.4 s no-op run):
 - `pretrain`: ASR and AST examples on sentences disjoint from the task pools, no QA: the tiny base model learns to
   listen and translate, but, like the paper's base model, has never been taught spoken QA.
 
-Train and validation use `synth.train_voices`; test uses `synth.test_voices` only, so test scores measure
-generalisation to unseen speakers. Texts, speakers and noise are deterministic under `seed`; espeak's waveforms are
-nearly so (see `_speak_shard`).
+Train, validation and test each have their own voices (`synth.{train,validation,test}_voices`), so validation and
+test scores measure generalisation to unseen speakers. Everything, the WAV bytes included, is deterministic under
+`seed` (see `_speak_shard` and `steps.tts.Speaker.say`).
 
     python -m steps.synth [--params params.yaml] [-S synth.sizes.ast.train=500]
 """
