@@ -115,5 +115,6 @@ def _say_in_fresh_process(seed: int) -> str:
 
 
 def test_breath_noise_follows_the_seed():
-    assert _say_in_fresh_process(3) == _say_in_fresh_process(3)
-    assert _say_in_fresh_process(3) != _say_in_fresh_process(4)
+    first = _say_in_fresh_process(3)
+    assert _say_in_fresh_process(3) == first
+    assert _say_in_fresh_process(4) != first
