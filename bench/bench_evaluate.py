@@ -23,8 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from steps.config import ModelConfig, TinyModelConfig
-from steps.model import GenerationSettings, generate, load_model_and_processor, parameter_count
+from steps.core.config import ModelConfig, TinyModelConfig
+from steps.modeling.generation import GenerationSettings, generate
+from steps.modeling.loading import load_model_and_processor, parameter_count
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +47,7 @@ def clips(task: str, n: int) -> tuple[list[str], list[Any], list[str]]:
 def build_model(model_dir: str | None, texts: list[str], prompts: list[str], audios: list[Any]) -> tuple[Any, Any]:
     if model_dir:
         return load_model_and_processor(model_dir, ModelConfig(device="cpu"))
-    from steps.tiny_model import build_tiny, window_seconds_for
+    from steps.modeling.tiny import build_tiny, window_seconds_for
 
     corpus = [p.replace("<|audio|>", " ") for p in prompts] + texts
     window = window_seconds_for(max(len(a) for a in audios) / 16000)
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         rate, seconds = throughput(model, processor, prompts, audios, batch_size, settings)
         base = base or rate
         print(f"| {batch_size} | {rate:.1f} | {seconds:.1f} | {rate / base:.1f}x |", flush=True)
-    print("\n(Batches are sorted by clip length, as in steps.model.generate, to waste little padding.)")
+    print("\n(Batches are sorted by clip length, as in steps.modeling.generation.generate, to waste little padding.)")
     reuse_table(model, processor, prompts, audios, args)
 
 
@@ -96,8 +97,8 @@ def reuse_table(model: Any, processor: Any, prompts: list[str], audios: list[Any
     """The evaluate stage's five passes over the same clips, with the audio encoder's output reused or not."""
     import datasets
 
-    from steps.config import EvaluateConfig
-    from steps.evaluate import decode_all
+    from steps.core.config import EvaluateConfig
+    from steps.evaluation.evaluate import decode_all
 
     dataset = datasets.Dataset.from_dict({"prompt": prompts, "audio": [list(map(float, a)) for a in audios]})
     batch_size = max(args.batch_sizes)

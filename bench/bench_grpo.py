@@ -8,8 +8,9 @@ limit, reward (sentence BLEU) and KL reference, one optimiser step each:
   the parts are timed by wrapping the trainer's own methods.
 - plain: processor -> model.generate (sampling) -> decode -> sacrebleu -> group advantages -> reference log-probs
   -> policy log-probs -> clipped loss -> backward -> AdamW step, written directly in PyTorch; twice: as written
-  (the encoder runs on every row) and with the same model-level saving ours has (steps.model.encode_each_clip_once:
-  a group's G rows share one clip, encoded once), so the ratio to the latter measures the framework alone.
+  (the encoder runs on every row) and with the same model-level saving ours has (encode_each_clip_once in
+  steps/modeling/encoder_speedups.py: a group's G rows share one clip, encoded once), so the ratio to the latter
+  measures the framework alone.
 Prints a table of mean seconds per step (after one warm-up step) and the ratio ours / plain (target <= 1.3).
 Run it on an idle machine: two timed jobs on 2 cores distort each other.
 """
@@ -31,19 +32,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from steps.config import config_from_dict, load_config  # noqa: E402
-from steps.grpo import build_trainer  # noqa: E402
-from steps.model import (  # noqa: E402
-    adapter_for,
-    encode_each_clip_once,
-    encode_prompts,
-    get_submodule,
-    load_model_and_processor,
-    model_inputs,
-)
-from steps.prepare import load_split  # noqa: E402
-from steps.rewards import bleu_reward  # noqa: E402
-from steps.sft import training_view  # noqa: E402
+from steps.core.config import config_from_dict, load_config  # noqa: E402
+from steps.data.splits import load_split, training_view  # noqa: E402
+from steps.modeling.batches import encode_prompts, model_inputs  # noqa: E402
+from steps.modeling.encoder_speedups import encode_each_clip_once  # noqa: E402
+from steps.modeling.families import adapter_for, get_submodule  # noqa: E402
+from steps.modeling.loading import load_model_and_processor  # noqa: E402
+from steps.training.grpo import build_trainer  # noqa: E402
+from steps.training.rewards import bleu_reward  # noqa: E402
 
 
 def timed(store: dict[str, list[float]], name: str, fn: Any) -> Any:

@@ -7,8 +7,8 @@ and on whatever else runs on it.
 The model has the default `model.tiny` sizes and random weights (speed does not depend on training); the audio is
 noise of the given length. "fast" rows use the pretrain stage's forward on real frames only; "stock" rows use
 Qwen2AudioForConditionalGeneration's forward, which runs the encoder on the whole window; "real frames" rows use
-that forward with steps.model.encode_real_frames_only on the encoder, as every loaded Qwen2-Audio model runs it
-(SFT, GRPO, evaluate).
+that forward with encode_real_frames_only (steps/modeling/encoder_speedups.py) on the encoder, as every loaded
+Qwen2-Audio model runs it (SFT, GRPO, evaluate).
 """
 
 from __future__ import annotations
@@ -27,20 +27,24 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from steps import pretrain
-from steps.config import TinyModelConfig
-from steps.model import (
-    GenerationSettings,
-    adapter_for,
-    encode_for_training,
-    encode_prompts,
-    encode_real_frames_only,
-    generate,
-    get_submodule,
-    model_inputs,
-    parameter_count,
+from steps.core.config import TinyModelConfig
+from steps.modeling.batches import encode_for_training, encode_prompts, model_inputs
+from steps.modeling.encoder_speedups import encode_real_frames_only
+from steps.modeling.families import adapter_for, get_submodule
+from steps.modeling.generation import GenerationSettings, generate
+from steps.modeling.loading import parameter_count
+from steps.modeling.tiny import build_tiny
+from steps.training.pretraining import (
+    CharVocab,
+    Clip,
+    Tokenised,
+    ctc_loss,
+    encode_audio,
+    extract_features,
+    pad_features,
+    sallm_batch,
+    sallm_loss,
 )
-from steps.tiny_model import build_tiny
 
 PROMPT = "Transcribe the audio <|audio|>"
 ANSWER = "On Monday Emma takes the big bags in the office."
@@ -86,16 +90,16 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[tuple[str, float, str]] = []
 
     stock_batch = model_inputs(encode_for_training(processor, adapter, prompts, answers, audios), adapter)
-    feats = pretrain.extract_features(processor, audios)
-    clips = [pretrain.Clip(m, f, ANSWER, "asr", PROMPT, ANSWER) for m, f in feats]
-    vocab = pretrain.CharVocab([ANSWER])
+    feats = extract_features(processor, audios)
+    clips = [Clip(m, f, ANSWER, "asr", PROMPT, ANSWER) for m, f in feats]
+    vocab = CharVocab([ANSWER])
     head = torch.nn.Linear(model.config.audio_config.d_model, len(vocab))
     encoder = model.model.audio_tower
-    texts = pretrain.Tokenised(processor)
+    texts = Tokenised(processor)
 
     def fast_encode() -> tuple[torch.Tensor, torch.Tensor]:
-        padded, frames = pretrain.pad_features(clips, None, None)
-        return pretrain.encode_audio(encoder, padded, frames)
+        padded, frames = pad_features(clips, None, None)
+        return encode_audio(encoder, padded, frames)
 
     def stock_encode() -> None:
         encoder(stock_batch["input_features"])
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def phase1_step() -> None:
         pooled, lengths = fast_encode()
-        loss = pretrain.ctc_loss(head, pooled, lengths, [vocab.encode(ANSWER)] * args.batch)
+        loss = ctc_loss(head, pooled, lengths, [vocab.encode(ANSWER)] * args.batch)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -123,10 +127,10 @@ def main(argv: list[str] | None = None) -> None:
     def phase2_step() -> None:
         pooled, lengths = fast_encode()
         sides = [texts.get(adapter, PROMPT, ANSWER)] * args.batch
-        ids, att, labels = pretrain.sallm_batch(sides, lengths, model.config.audio_token_id,
+        ids, att, labels = sallm_batch(sides, lengths, model.config.audio_token_id,
                                                 processor.tokenizer.pad_token_id)
-        loss = pretrain.sallm_loss(model, pooled, lengths, ids, att, labels)
-        loss = loss + 0.3 * pretrain.ctc_loss(head, pooled, lengths, [vocab.encode(ANSWER)] * args.batch)
+        loss = sallm_loss(model, pooled, lengths, ids, att, labels)
+        loss = loss + 0.3 * ctc_loss(head, pooled, lengths, [vocab.encode(ANSWER)] * args.batch)
         opt.zero_grad()
         loss.backward()
         opt.step()

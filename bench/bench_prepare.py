@@ -17,9 +17,9 @@ from pathlib import Path
 import soundfile as sf
 import soxr
 
-from steps.config import SPLITS, load_config
-from steps.prepare import run_prepare
-from steps.sources import iter_examples
+from steps.core.config import SPLITS, load_config
+from steps.data.preparation import run_prepare
+from steps.data.sources import iter_examples
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Start the MLflow UI on 127.0.0.1 over the pipeline's store (the same one steps/tracking.py logs to).
+"""Start the MLflow UI on 127.0.0.1 over the pipeline's store (the same one steps/core/tracking.py logs to).
 
     python -m flows.mlflow_ui [--port 5000]     # then open http://127.0.0.1:5000, experiment "speech-grpo"
 
@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from steps import tracking
+from steps.core import tracking
 
 
 def command(port: int) -> list[str]:

@@ -2,8 +2,9 @@
 
 Wiring only. DVC decides what is up to date (a skipped stage shows as a `Cached` task); params.yaml plus the run's
 overrides decide what a stage does; MLflow gets a parent run for the flow run and a child run per stage task (the
-stage itself logs into that child through steps.tracking). Runs with overrides execute in an isolated worktree and
-are saved as a DVC experiment (flows/workspace.py); runs without them reproduce the main workspace, serialised.
+stage itself logs into that child through steps.core.tracking). Runs with overrides execute in an isolated
+worktree and are saved as a DVC experiment (flows/workspace.py); runs without them reproduce the main workspace,
+serialised.
 
     python -m flows.pipeline [-S key.path=value ...] [--task sqa] [--stage prepare@sqa]   # one run, in-process
     python -m flows.serve                                                                 # the served deployment
@@ -26,11 +27,10 @@ from prefect.states import Completed, State
 
 from flows import workspace
 from flows.dvc_stages import DvcBusy, StageNode, run_stage, select_for_task, stage_graph
-from steps import tracking
-from steps.config import TASKS, ConfigError, load_config, to_dict
+from steps.core import tracking
+from steps.core.config import POOLS, TASKS, ConfigError, load_config, to_dict
 
 FLOW_NAME = "speech-grpo-pipeline"
-USER_TASKS: tuple[str, ...] = ("sqa", "ast")  # the tasks a run can be narrowed to (pretrain is a shared data pool)
 
 # Named shortcuts of the flow (and of the UI form) -> the params.yaml keys each one sets. A shortcut applies to the
 # keys that exist in the current configuration; one whose keys do not exist yet fails fast instead of being ignored.
@@ -103,7 +103,7 @@ def dvc_stage(stage: str, workdir: str, parent_run_id: str | None, env: dict[str
         (logger.error if line.startswith("ERROR") else logger.info)(line)
 
     item = stage.partition("@")[2]
-    tags = {"stage": stage.partition("@")[0], "dvc_stage": stage, **({"task": item} if item in TASKS else {})}
+    tags = {"stage": stage.partition("@")[0], "dvc_stage": stage, **({"task": item} if item in POOLS else {})}
     child = tracking.start_child_run(parent_run_id, stage, tags)
     stage_env = {**env, **({tracking.ENV_RUN_ID: child} if child else {})}
     try:
@@ -181,7 +181,7 @@ def pipeline(
     def plan(workdir: Path) -> list[StageNode]:
         nodes = stage_graph(workdir, stages or ())
         if task:
-            nodes = select_for_task(nodes, task, USER_TASKS)
+            nodes = select_for_task(nodes, task, TASKS)
         logger.info(f"stages, in order: {', '.join(n.name for n in nodes)}")
         return nodes
 
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run the pipeline flow once (a temporary Prefect server starts "
                                      "unless PREFECT_API_URL points at one).")
     parser.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--task", choices=USER_TASKS)
+    parser.add_argument("--task", choices=TASKS)
     parser.add_argument("--stage", dest="stages", action="append", default=[], metavar="TARGET")
     args = parser.parse_args(argv)
     pipeline(overrides=args.overrides, task=args.task, stages=args.stages or None)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from flows.dvc_stages import dvc_executable
-from steps.config import apply_override
+from steps.core.config import apply_override
 
 LOCK_NAME = "speech-grpo-flow.lock"
 RUNS_DIR = Path(".dvc") / "tmp" / "flow-runs"
@@ -74,7 +74,7 @@ def write_overrides(params_path: Path, overrides: Sequence[str]) -> None:
     yaml.width = 4096
     data = yaml.load(params_path.read_text())
     for assignment in overrides:
-        apply_override(data, assignment)  # same parsing as steps.config.load_config
+        apply_override(data, assignment)  # same parsing as steps.core.config.load_config
     with open(params_path, "w") as fh:
         yaml.dump(data, fh)
 

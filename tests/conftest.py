@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,3 +25,19 @@ def sine(freq: float, rate: int, seconds: float = 1.0, amp: float = 0.5) -> np.n
 @pytest.fixture
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session")
+def speech_rows() -> list[dict[str, Any]]:
+    """Eight espeak clips (alternating asr / ast) in the prepared-dataset layout, made once per session."""
+    from tests.tiny_sallm import make_rows
+
+    return make_rows(8)
+
+
+@pytest.fixture(scope="session")
+def tiny_sallm(speech_rows: list[dict[str, Any]]) -> tuple[Any, Any]:
+    """(model, processor) of a micro tiny preset; a fresh copy is cheap to build, so tests may train it."""
+    from tests.tiny_sallm import build_micro
+
+    return build_micro(speech_rows)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from steps.audio import AudioError, AudioLimits, dbfs, load, resample
+from steps.data.audio import AudioError, AudioLimits, dbfs, load, resample
 from tests.conftest import sine
 
 LIMITS = AudioLimits(min_seconds=0.3, max_seconds=5.0, silence_dbfs=-60.0)

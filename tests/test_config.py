@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from steps.config import Config, ConfigError, apply_override, config_from_dict, load_config, to_dict
+from steps.core.config import Config, ConfigError, apply_override, config_from_dict, load_config, to_dict
 from tests.conftest import REPO
 
 
@@ -138,3 +138,22 @@ def test_resolved_config_round_trips():
     cfg = load_config(REPO / "params.yaml")
     again = config_from_dict(yaml.safe_load(yaml.safe_dump(to_dict(cfg))))
     assert again == cfg
+
+
+# params.yaml sections that only params.yaml fills: the data sources with their prompt templates (no default corpus
+# or prompt set fits every user) and the report's reasons (prose about this configuration's choices).
+PARAMS_ONLY = ("prepare.tasks", "report.why")
+
+
+def test_the_dataclass_defaults_are_params_yaml_values():
+    """A config built in code (tests, notebooks) is the default pipeline's, not a third set of values."""
+    def leaves(data, prefix=""):
+        if isinstance(data, dict) and not prefix.startswith(PARAMS_ONLY):
+            for key, value in data.items():
+                yield from leaves(value, f"{prefix}.{key}" if prefix else key)
+        elif not prefix.startswith(PARAMS_ONLY):
+            yield prefix, data
+
+    defaults, params = dict(leaves(to_dict(Config()))), dict(leaves(to_dict(load_config(REPO / "params.yaml"))))
+    assert defaults.keys() == params.keys()
+    assert {k: (v, params[k]) for k, v in defaults.items() if v != params[k]} == {}

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.test_grpo import TASK
-from tests.tiny_sallm import speech_rows_fixture, workspace  # noqa: F401
+from tests.tiny_sallm import workspace
 
 GRPO = {"init": "base", "max_steps": 3, "eval_every": 3, "prompts_per_step": 2, "num_generations": 4, "lr": 0.001,
         "max_completion_length": 8, "eval_examples": 4, "eval_batch_size": 4, "max_new_tokens": 8, "threads": 1,

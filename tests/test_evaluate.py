@@ -10,8 +10,9 @@ import pytest
 import sacrebleu
 import torch
 
-from steps.config import ConfigError, EvaluateConfig, config_from_dict
-from steps.evaluate import (
+from steps.core.config import ConfigError, EvaluateConfig, config_from_dict
+from steps.core.io import read_jsonl
+from steps.evaluation.evaluate import (
     Decoded,
     available_models,
     build_metrics,
@@ -21,11 +22,11 @@ from steps.evaluate import (
     run_evaluate,
     spread,
 )
-from steps.io import read_jsonl
-from steps.model import adapter_for, encoder_outputs_reused, get_submodule
-from steps.sft import run_sft
+from steps.modeling.encoder_speedups import encoder_outputs_reused
+from steps.modeling.families import adapter_for, get_submodule
+from steps.training.sft import run_sft
 from tests.test_sft import TASK, micro_config, sft_paths
-from tests.tiny_sallm import RATE, build_micro, speech_rows_fixture, to_dataset, workspace  # noqa: F401
+from tests.tiny_sallm import RATE, build_micro, to_dataset, workspace
 
 REFS = ["the cat sat on the mat", "a dog runs in the park", "we read a book today"]
 

@@ -17,7 +17,7 @@ import yaml
 
 from flows import workspace
 from flows.dvc_stages import DvcBusy, StageFailed, StageNode, run_stage, select_for_task, stage_graph
-from steps.config import ConfigError
+from steps.core.config import ConfigError
 from tests.conftest import REPO
 
 DVC = str(Path(sys.executable).parent / "dvc")
@@ -138,7 +138,7 @@ def test_every_shortcut_is_a_flow_parameter():
     assert set(SHORTCUTS) <= set(inspect.signature(pipeline.fn).parameters)
 
 
-# --------------------------------------------------------------------------------------------------- end to end
+# --- end to end -------------------------------------------------------------------------------------------------------
 
 TINY = [f"synth.sizes.{pool}.{split}={n}" for pool in ("ast", "sqa", "pretrain")
         for split, n in (("train", 4), ("validation", 2), ("test", 2))] + ["synth.workers=1", "prepare.workers=1"]

@@ -1,4 +1,4 @@
-"""Tests for steps.grammar: German agreement, sentence properties, QA answerability and determinism."""
+"""Tests for steps.data.grammar: German agreement, sentence properties, QA answerability and determinism."""
 
 import itertools
 import random
@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from steps import grammar as g
+from steps.data import grammar as g
 
 
 def _noun(en: str) -> g.Noun:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from steps.model import ADAPTERS, adapter_for, get_submodule
+from steps.modeling.families import ADAPTERS, adapter_for, get_submodule
 
 AUDIO_TOKEN_ID = 5
 VOCAB = 64

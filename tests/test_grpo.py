@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 import torch
 
-from steps.config import ConfigError, config_from_dict
-from steps.grpo import (
+from steps.core.config import ConfigError, config_from_dict
+from steps.data.splits import load_split, training_view
+from steps.training.checkpoints import NonFiniteLossError
+from steps.training.grpo import (
+    AudioGRPOTrainer,
     OffPolicySource,
-    audio_grpo_trainer_class,
     build_trainer,
     curve_csv,
     floored_advantages,
@@ -21,9 +23,7 @@ from steps.grpo import (
     policy_token_loss,
     run_grpo,
 )
-from steps.prepare import load_split
-from steps.sft import NonFiniteLossError, training_view
-from tests.tiny_sallm import speech_rows_fixture, workspace  # noqa: F401
+from tests.tiny_sallm import workspace
 
 TASK = "ast"
 
@@ -52,7 +52,7 @@ def no_tracking(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPEECH_GRPO_TRACKING", "off")
 
 
-# --------------------------------------------------------------------------------------------------- the loss
+# --- the loss ---------------------------------------------------------------------------------------------------------
 
 
 def test_on_policy_tokens_are_clipped_and_off_policy_tokens_are_not() -> None:
@@ -134,11 +134,11 @@ def test_curve_csv_merges_points_of_a_step() -> None:
     assert rows[0]["reward"] == "0.5" and rows[0]["kl"] == "0.01" and rows[1]["val_bleu"] == "3.0"
 
 
-# --------------------------------------------------------------------------------------------------- the trainer
+# --- the trainer ------------------------------------------------------------------------------------------------------
 
 
 def micro_trainer(root: Path, method: str = "grpo", **grpo: Any) -> Any:
-    from steps.model import load_model_and_processor
+    from steps.modeling.loading import load_model_and_processor
 
     cfg = micro_config(**grpo)
     model, processor = load_model_and_processor(root / "models" / "base", cfg.model)
@@ -223,7 +223,7 @@ def test_too_long_off_policy_text_keeps_the_on_policy_sample(tmp_path: Path, spe
     assert trainer._metrics["train"]["offpolicy/too_long"][-1] == 2.0
 
 
-# --------------------------------------------------------------------------------------------------- the stage
+# --- the stage --------------------------------------------------------------------------------------------------------
 
 
 def test_grpo_stage_trains_saves_and_writes_curves(tmp_path: Path, speech_rows) -> None:
@@ -255,7 +255,7 @@ def test_mpgrpo_with_no_off_policy_samples_equals_grpo(tmp_path: Path, speech_ro
 
 
 def to_plain(section: Any) -> dict[str, Any]:
-    from steps.config import to_dict
+    from steps.core.config import to_dict
 
     return to_dict(section)
 
@@ -282,4 +282,4 @@ def test_nan_guard_stops_grpo_with_a_clear_message(tmp_path: Path, speech_rows) 
 def test_trainer_class_is_built_on_trl_grpo_trainer() -> None:
     from trl import GRPOTrainer
 
-    assert issubclass(audio_grpo_trainer_class(), GRPOTrainer)
+    assert issubclass(AudioGRPOTrainer, GRPOTrainer)

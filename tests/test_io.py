@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from steps.io import atomic_dir, read_jsonl, write_json, write_jsonl
+from steps.core.io import atomic_dir, read_jsonl, write_json, write_jsonl
 
 
 def test_atomic_dir_replaces_only_on_success(tmp_path: Path):

@@ -1,4 +1,4 @@
-"""steps.metrics and steps.wordnet: values equal sacrebleu / rouge-score / nltk / jiwer on small hand tables."""
+"""steps.evaluation.metrics, scores and wordnet: values equal sacrebleu / rouge-score / nltk / jiwer on hand tables."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from steps import metrics, wordnet
+from steps.evaluation import metrics, scores, wordnet
+from steps.evaluation.metrics import paired_bootstrap, sentence_bleu, wer
+from steps.evaluation.scores import UnicodeTokenizer, corpus_scores, meteor_tokens, rouge_scorer_for, sentence_meteor
 
 HYPS = [
     "the cat sat on the mat",
@@ -36,7 +38,7 @@ def wordnet_reader():
 
 
 def test_bleu_and_chrf_equal_sacrebleu_with_signatures() -> None:
-    out = metrics.corpus_scores(HYPS, REFS, lang="en")
+    out = corpus_scores(HYPS, REFS, lang="en")
     assert out["scale"] == "0-100"
     assert out["bleu"] == pytest.approx(sacrebleu.corpus_bleu(HYPS, [REFS]).score)
     assert out["chrf"] == pytest.approx(sacrebleu.corpus_chrf(HYPS, [REFS]).score)
@@ -45,13 +47,13 @@ def test_bleu_and_chrf_equal_sacrebleu_with_signatures() -> None:
 
 
 def test_bleu_options_reach_sacrebleu() -> None:
-    out = metrics.corpus_scores(HYPS, REFS, lang="en", bleu_tokenize="intl", lowercase=True)
+    out = corpus_scores(HYPS, REFS, lang="en", bleu_tokenize="intl", lowercase=True)
     assert out["bleu"] == pytest.approx(sacrebleu.corpus_bleu(HYPS, [REFS], tokenize="intl", lowercase=True).score)
     assert "tok:intl" in out["bleu_signature"] and "case:lc" in out["bleu_signature"]
 
 
 def test_rouge_english_equals_rouge_score_with_stemmer() -> None:
-    out = metrics.corpus_scores(HYPS, REFS, lang="en")
+    out = corpus_scores(HYPS, REFS, lang="en")
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
     for key in ("rouge1", "rouge2", "rougeL"):
         expected = 100 * sum(scorer.score(r, h)[key].fmeasure for h, r in zip(HYPS, REFS, strict=True)) / len(HYPS)
@@ -60,76 +62,76 @@ def test_rouge_english_equals_rouge_score_with_stemmer() -> None:
 
 
 def test_rouge_german_keeps_umlauts() -> None:
-    assert metrics.UnicodeTokenizer().tokenize("Über die Größe, bitte!") == ["über", "die", "größe", "bitte"]
+    assert UnicodeTokenizer().tokenize("Über die Größe, bitte!") == ["über", "die", "größe", "bitte"]
     # rouge-score's own tokenizer deletes non-ASCII letters: "Größe" and "Grüße" both become "gr e" and match.
     default = rouge_scorer.RougeScorer(["rouge1"]).score("die Grüße", "die Größe")["rouge1"].fmeasure
-    german = metrics.rouge_scorer_for("de").score("die Grüße", "die Größe")["rouge1"].fmeasure
+    german = rouge_scorer_for("de").score("die Grüße", "die Größe")["rouge1"].fmeasure
     assert default == 1.0
     assert german == 0.5
-    out = metrics.corpus_scores(["die Größe"], ["die Grüße"], lang="de")
+    out = corpus_scores(["die Größe"], ["die Grüße"], lang="de")
     assert out["rouge1"] == pytest.approx(50.0)
     assert out["rouge_signature"].endswith("tok:unicode|stem:none")
 
 
 def test_rouge_stemmer_refused_for_german() -> None:
     with pytest.raises(ValueError, match="English"):
-        metrics.corpus_scores(["ja"], ["ja"], lang="de", rouge_stemmer=True)
+        corpus_scores(["ja"], ["ja"], lang="de", rouge_stemmer=True)
 
 
 def test_bad_inputs_raise() -> None:
     with pytest.raises(ValueError, match="2 hypotheses but 1 references"):
-        metrics.corpus_scores(["a", "b"], ["a"], lang="en")
+        corpus_scores(["a", "b"], ["a"], lang="en")
     with pytest.raises(ValueError, match="reference 1 is empty"):
-        metrics.corpus_scores(["a", "b"], ["a", "  "], lang="en")
+        corpus_scores(["a", "b"], ["a", "  "], lang="en")
 
 
 def test_sentence_bleu_equals_sacrebleu() -> None:
     for hyp, ref in zip(HYPS, REFS, strict=True):
-        assert metrics.sentence_bleu(hyp, ref) == pytest.approx(min(100.0, sacrebleu.sentence_bleu(hyp, [ref]).score))
-    assert metrics.sentence_bleu("Paris", "paris") == 0.0
-    assert metrics.sentence_bleu("Paris", "paris", lowercase=True) == 100.0  # clipped from 100.00000000000004
+        assert sentence_bleu(hyp, ref) == pytest.approx(min(100.0, sacrebleu.sentence_bleu(hyp, [ref]).score))
+    assert sentence_bleu("Paris", "paris") == 0.0
+    assert sentence_bleu("Paris", "paris", lowercase=True) == 100.0  # clipped from 100.00000000000004
 
 
 def test_wer_normalises_case_and_punctuation() -> None:
-    assert metrics.wer(["Hello, World!"], ["hello world"]) == 0.0
+    assert wer(["Hello, World!"], ["hello world"]) == 0.0
     hyps, refs = ["the cat sat", "a dog"], ["the cat sat down", "the dog"]
-    assert metrics.wer(hyps, refs) == pytest.approx(100 * jiwer.wer(refs, hyps))
-    assert metrics.corpus_scores(hyps, refs, lang="en", with_wer=True)["wer"] == pytest.approx(100 * 2 / 6)
+    assert wer(hyps, refs) == pytest.approx(100 * jiwer.wer(refs, hyps))
+    assert corpus_scores(hyps, refs, lang="en", with_wer=True)["wer"] == pytest.approx(100 * 2 / 6)
     with pytest.raises(ValueError, match="reference 0 has no words"):
-        metrics.wer(["a"], ["?!"])
+        wer(["a"], ["?!"])
 
 
 def test_paired_bootstrap_uses_sacrebleu_and_is_seeded() -> None:
     refs = [f"sentence number {i} has some words in it" for i in range(30)]
     worse = [f"sentence {i} has words" for i in range(30)]
-    out = metrics.paired_bootstrap(worse, refs, refs, n_samples=200, seed=7)
+    out = paired_bootstrap(worse, refs, refs, n_samples=200, seed=7)
     assert out["a"]["score"] == pytest.approx(sacrebleu.corpus_bleu(worse, [refs]).score)
     assert out["b"]["score"] == pytest.approx(100.0)
     assert out["p_value"] < 0.05
     for system in ("a", "b"):
         assert out[system]["ci_low"] <= out[system]["mean"] <= out[system]["ci_high"]
     assert "bs:200" in out["signature"] and "seed:7" in out["signature"]
-    assert metrics.paired_bootstrap(worse, refs, refs, n_samples=200, seed=7) == out
-    assert metrics.paired_bootstrap(worse, refs, refs, metric="chrf", n_samples=50)["metric"] == "chrf"
+    assert paired_bootstrap(worse, refs, refs, n_samples=200, seed=7) == out
+    assert paired_bootstrap(worse, refs, refs, metric="chrf", n_samples=50)["metric"] == "chrf"
     with pytest.raises(ValueError, match="metric must be one of"):
-        metrics.paired_bootstrap(worse, refs, refs, metric="ter")
+        paired_bootstrap(worse, refs, refs, metric="ter")
 
 
 def test_bertscore_is_skipped_not_invented(tmp_path) -> None:
-    out = metrics.corpus_scores(["a"], ["a"], lang="en")
+    out = corpus_scores(["a"], ["a"], lang="en")
     assert out["bertscore_f1"] is None and "no bertscore_model" in out["bertscore_skipped"]
-    out = metrics.corpus_scores(["a"], ["a"], lang="en", bertscore_model="roberta-large")
+    out = corpus_scores(["a"], ["a"], lang="en", bertscore_model="roberta-large")
     assert out["bertscore_f1"] is None and "not a local folder" in out["bertscore_skipped"]
     try:
         import bert_score  # noqa: F401
     except ImportError:
-        out = metrics.corpus_scores(["a"], ["a"], lang="en", bertscore_model=str(tmp_path))
+        out = corpus_scores(["a"], ["a"], lang="en", bertscore_model=str(tmp_path))
         assert out["bertscore_f1"] is None and "not installed" in out["bertscore_skipped"]
 
 
 def test_meteor_is_null_with_the_fix_when_wordnet_is_missing(monkeypatch) -> None:
     monkeypatch.setattr(wordnet, "unavailable_reason", lambda data_dir=None: "WordNet data not found; pip install x")
-    out = metrics.corpus_scores(HYPS, REFS, lang="en")
+    out = corpus_scores(HYPS, REFS, lang="en")
     assert out["meteor"] is None
     assert "METEOR not computed" in out["meteor_skipped"] and "pip install" in out["meteor_skipped"]
 
@@ -159,15 +161,31 @@ def test_meteor_equals_nltk_and_uses_synonyms(wordnet_reader) -> None:
     from nltk.translate.meteor_score import meteor_score
 
     reader = wordnet_reader
-    out = metrics.corpus_scores(HYPS, REFS, lang="en")
+    out = corpus_scores(HYPS, REFS, lang="en")
     expected = [
-        meteor_score([metrics.meteor_tokens(r)], metrics.meteor_tokens(h), wordnet=reader)
+        meteor_score([meteor_tokens(r)], meteor_tokens(h), wordnet=reader)
         for h, r in zip(HYPS, REFS, strict=True)
     ]
     assert out["meteor"] == pytest.approx(100 * sum(expected) / len(expected))
     assert out["meteor_skipped"] is None and "wordnet:3.0" in out["meteor_signature"]
     # WordNet is really used: "hound" matches "dog" as a synonym, "cat" does not.
-    hound = metrics.sentence_meteor("the hound barks", "the dog barks", reader)
-    cat = metrics.sentence_meteor("the cat barks", "the dog barks", reader)
+    hound = sentence_meteor("the hound barks", "the dog barks", reader)
+    cat = sentence_meteor("the cat barks", "the dog barks", reader)
     assert hound > 0.9 > cat
     assert "hound" in {lemma.name() for synset in reader.synsets("dog") for lemma in synset.lemmas()}
+
+
+def test_corpus_bleu_is_sacrebleu_corpus_bleu_for_validation_and_the_evaluation():
+    """Validation (checkpoint choice), the listening check and the evaluation's headline share one BLEU."""
+    import random
+
+    rng = random.Random(0)
+    words = ["der", "die", "das", "Hund", "Katze", "isst", "einen", "Apfel", "im", "Garten", "am", "Montag", "the",
+             "cat", "eats"]
+    refs = [" ".join(rng.choices(words, k=rng.randint(3, 9))) + "." for _ in range(50)]
+    hyps = [" ".join(rng.choices(words, k=rng.randint(1, 9))) for _ in range(50)]
+    expected = sacrebleu.corpus_bleu(hyps, [refs]).score
+    assert metrics.corpus_bleu(hyps, refs) == expected
+    for lang in ("en", "de"):  # the evaluation passes the references' language: 13a for both
+        assert metrics.corpus_bleu(hyps, refs, lang=lang) == expected
+        assert scores.corpus_scores(hyps, refs, lang=lang)["bleu"] == expected

@@ -8,23 +8,12 @@ import json
 import pytest
 import torch
 
-from steps.config import LoraSettings, ModelConfig
-from steps.model import (
-    ADAPTERS,
-    GenerationSettings,
-    adapter_for,
-    apply_finetune_switches,
-    choose_dtype,
-    encode_each_clip_once,
-    encode_for_training,
-    encode_real_frames_only,
-    generate,
-    get_submodule,
-    model_inputs,
-    resolve_base,
-    split_prompt,
-)
-from tests.tiny_sallm import speech_rows_fixture, tiny_sallm_fixture  # noqa: F401
+from steps.core.config import LoraSettings, ModelConfig
+from steps.modeling.batches import encode_for_training, model_inputs
+from steps.modeling.encoder_speedups import encode_each_clip_once, encode_real_frames_only
+from steps.modeling.families import ADAPTERS, adapter_for, get_submodule, split_prompt
+from steps.modeling.generation import GenerationSettings, generate
+from steps.modeling.loading import apply_finetune_switches, choose_dtype, resolve_base
 
 
 def training_batch(model, processor, rows):
@@ -222,8 +211,8 @@ def test_real_frames_only_keeps_loss_gradients_and_generation(tiny_sallm, speech
 
 
 def test_loaded_qwen2_audio_models_encode_real_frames_only(tiny_sallm, tmp_path) -> None:
-    from steps.model import load_model_and_processor
-    from steps.tiny_model import save
+    from steps.modeling.loading import load_model_and_processor
+    from steps.modeling.tiny import save
 
     save(*tiny_sallm, tmp_path / "base")
     model, _ = load_model_and_processor(tmp_path / "base", ModelConfig())

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from steps.config import config_from_dict
-from steps.prepare import PrepareError, choose_template, normalise_text, run_prepare
+from steps.core.config import config_from_dict
+from steps.data.preparation import PrepareError, choose_template, normalise_text, run_prepare
 from tests.conftest import sine
 
 AST_PROMPTS = {"ast": ["<|audio|> listen to the speech and translate it into German.", "Translate: <|audio|>"]}
@@ -121,7 +121,7 @@ def test_manifest_csv_with_column_mapping_and_empty_reference(tmp_path: Path):
 
 def test_manifest_pointing_into_a_zip_archive_reports_a_corrupt_member(tmp_path: Path):
     """Clips stored in an archive (as synth writes them): a damaged member is skipped and named, the rest kept."""
-    from steps.audio import wav_bytes
+    from steps.data.audio import wav_bytes
 
     with zipfile.ZipFile(tmp_path / "clips.zip", "w") as archive:
         for i in range(4):
@@ -210,8 +210,8 @@ def test_hf_load_dataset_from_a_local_json_folder(tmp_path: Path):
 
 def test_synthetic_source_end_to_end(tmp_path: Path):
     """synth -> prepare on the default prompts: pools keep their per-row task, test speakers stay held out."""
-    from steps.config import load_config
-    from steps.synth import run_synth
+    from steps.core.config import load_config
+    from steps.data.corpus import run_synth
     from tests.conftest import REPO
 
     sizes = [f"synth.sizes.{p}.{s}={n}" for p in ("ast", "sqa", "pretrain")
@@ -235,7 +235,7 @@ def test_synthetic_source_end_to_end(tmp_path: Path):
 
 def test_reading_a_prepared_split_never_writes_into_it(tmp_path: Path):
     """Stages filter/map the prepared data; cache files there would make DVC see its output modified."""
-    from steps.prepare import load_split
+    from steps.data.splits import load_split
 
     make_covost(tmp_path / "covost", n=4)
     cfg = cfg_for("ast", {"kind": "covost2", "path": str(tmp_path / "covost")}, AST_PROMPTS)

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from steps import pretrain
-from steps.config import config_from_dict
-from steps.model import adapter_for, encode_for_training, model_inputs, resolve_base
-from tests.tiny_sallm import build_micro, speech_rows_fixture, tiny_sallm_fixture, write_prepared  # noqa: F401
+from steps.core.config import config_from_dict
+from steps.modeling.batches import encode_for_training, model_inputs
+from steps.modeling.families import adapter_for
+from steps.modeling.loading import resolve_base
+from steps.training import pretraining as pretrain
+from tests.tiny_sallm import build_micro, write_prepared
 
 
 def clips_for(rows, processor) -> list[pretrain.Clip]:
@@ -99,6 +101,14 @@ def test_matching_audio_beats_swapped_audio_after_short_training(speech_rows) ->
     assert matching < other - 0.1, (matching, other)
 
 
+def test_ctc_spells_transcripts_with_apostrophes_and_wer_ignores_them() -> None:
+    from steps.evaluation.metrics import wer
+
+    assert pretrain.ctc_text("The Cat's, eats!") == "the cat's eats"
+    assert pretrain.CharVocab(["it's"]).chars == ["'", "i", "s", "t"]
+    assert wer(["the cat's eats"], ["The Cat's, eats."]) == 0.0  # the project's one WER: case, punctuation ignored
+
+
 def test_real_checkpoint_is_passed_on_as_a_pointer(tmp_path) -> None:
     cfg = config_from_dict({"model": {"name_or_path": "ibm-granite/granite-speech-3.3-2b", "revision": "abc"}})
     out = pretrain.run_pretrain(cfg, tmp_path, tmp_path / "data", tmp_path / "models" / "base",
@@ -110,14 +120,27 @@ def test_real_checkpoint_is_passed_on_as_a_pointer(tmp_path) -> None:
 @pytest.mark.slow
 def test_stage_end_to_end_on_a_fixture(speech_rows, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.delenv("SPEECH_GRPO_TRACKING", raising=False)
     data = write_prepared(tmp_path / "prepared", copy.deepcopy(speech_rows))
     tiny = {k: v for k, v in vars(__import__("tests.tiny_sallm", fromlist=["MICRO"]).MICRO).items()}
     cfg = config_from_dict({"model": {"tiny": tiny}, "pretrain": {
         "ctc": {"steps": 4, "batch_size": 4, "warmup_steps": 1}, "eval_every": 2, "curve_examples": 2,
         "sallm": {"steps": 4, "batch_size": 4, "warmup_steps": 1}, "max_new_tokens": 4}})
+    from steps.core import tracking
+
+    parent = tracking.start_pipeline_run("flow-run")  # as the Prefect flow opens it
+    monkeypatch.setenv(tracking.ENV_PARENT_RUN_ID, parent)
     out = pretrain.run_pretrain(cfg, tmp_path, data, tmp_path / "models" / "base", tmp_path / "metrics" / "base")
-    from steps.config import ModelConfig
-    from steps.model import load_model_and_processor
+    from mlflow.tracking import MlflowClient
+
+    from steps.core.config import ModelConfig
+    from steps.modeling.loading import load_model_and_processor
+
+    # pretraining logs through the same tracking code as every stage: a child of the flow's run, with its curve
+    client = MlflowClient(tracking_uri=tracking.tracking_uri())
+    (run,) = client.search_runs([client.get_run(parent).info.experiment_id], "tags.stage = 'pretrain'")
+    assert run.data.tags["mlflow.parentRunId"] == parent and run.data.tags["method"] == "base"
+    assert len(client.get_metric_history(run.info.run_id, "curve/ctc_wer")) == 4 and "wer" in run.data.metrics
 
     model, _ = load_model_and_processor(out, ModelConfig())
     assert type(model).__name__ == "Qwen2AudioForConditionalGeneration"

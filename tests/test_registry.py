@@ -1,4 +1,4 @@
-"""steps/registry.py: a micro SALLM logged as a pyfunc model, registered, loaded back and generating from audio.
+"""steps/core/registry.py: a micro SALLM logged as a pyfunc model, registered, loaded back and generating from audio.
 
     pytest tests/test_registry.py      # ~15 s: a temporary SQLite store per test, the micro model built once
 """
@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steps import registry, tracking
-from steps.audio import write_wav
-from steps.config import Config
-from tests.tiny_sallm import RATE, build_micro, speech_rows_fixture  # noqa: F401
+from steps.core import registry, tracking
+from steps.core.config import Config
+from steps.data.audio import write_wav
+from tests.tiny_sallm import RATE, build_micro
 
 
 @pytest.fixture(autouse=True)
@@ -30,13 +30,13 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory, speech_rows: list[dict[str, Any]]) -> Path:
     """A saved micro SALLM folder, as the sft stage leaves models/sft/<task>."""
-    from steps.tiny_model import save
+    from steps.modeling.tiny import save
 
     model, processor = build_micro(speech_rows)
     return save(model, processor, tmp_path_factory.mktemp("sft") / "sqa")
 
 
-# --------------------------------------------------------------------------------------------------- no store
+# --- no store ---------------------------------------------------------------------------------------------------------
 
 
 def test_registered_names() -> None:
@@ -75,7 +75,7 @@ def test_audio_inputs_take_samples_or_a_resampled_file(tmp_path) -> None:
         registry.audio_inputs(pd.DataFrame({"prompt": ["x"]}), RATE)
 
 
-# --------------------------------------------------------------------------------------------------- real store
+# --- real store -------------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture

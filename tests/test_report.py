@@ -1,4 +1,4 @@
-"""steps/report.py on small made-up evaluation folders (20 examples per task), offline, tracking off.
+"""The report stage and steps/reporting/ on small made-up evaluation folders (20 per task), offline, tracking off.
 
     pytest tests/test_report.py             # fast part
     pytest tests/test_report.py -m slow     # also: artifacts on the stage run and the pipeline's parent run (SQLite)
@@ -13,9 +13,24 @@ from typing import Any
 
 import pytest
 
-from steps import report as rp
-from steps import tracking
-from steps.config import Config, ConfigError, config_from_dict
+from steps.core import tracking
+from steps.core.config import TASKS, Config, ConfigError, config_from_dict
+from steps.report import main
+from steps.reporting.analysis import paired_by_id, task_significance
+from steps.reporting.evaluations import METHODS, load_evaluations
+from steps.reporting.paper_settings import settings_vs_paper
+from steps.reporting.render import (
+    MARK_BEGIN,
+    MARK_END,
+    SEEDS_BEGIN,
+    SEEDS_END,
+    _settings_markdown,
+    readme_table,
+    replace_between_markers,
+    update_readme,
+)
+from steps.reporting.report import run_report
+from steps.reporting.seeds import seed_summary, seeds_markdown
 
 N = 20
 SCORES = {  # greedy BLEU, real and swapped audio; mpgrpo's outputs are grpo's exactly (an identical system)
@@ -44,7 +59,7 @@ def hypotheses(method: str) -> list[str]:
 
 
 def metrics_file(method: str, task: str, bleu: float, bleu_swapped: float) -> dict[str, Any]:
-    """A metrics file shaped like steps/evaluate.py's: other scores derived from BLEU so every value is distinct."""
+    """A metrics file shaped like the evaluation's: other scores derived from BLEU so every value is distinct."""
     greedy = {"bleu": bleu, "chrf": bleu + 10, "rouge1": bleu + 5, "rouge2": bleu - 5, "rougeL": bleu + 4,
               "meteor": bleu + 8, "bertscore_f1": None}
     swapped = {k: (None if v is None else v * bleu_swapped / bleu) for k, v in greedy.items()}
@@ -92,9 +107,9 @@ def write_curves(metrics_dir: Path, task: str) -> None:
     (metrics_dir / "sft" / f"{task}.train.json").write_text(json.dumps(sft))
 
 
-def make_metrics(root: Path, methods: tuple[str, ...] = rp.METHODS, curves: bool = True) -> Path:
+def make_metrics(root: Path, methods: tuple[str, ...] = METHODS, curves: bool = True) -> Path:
     metrics = root / "metrics"
-    for task in rp.TASKS:
+    for task in TASKS:
         for method in methods:
             write_eval(metrics, method, task)
         if curves and {"sft", "grpo", "mpgrpo"} <= set(methods):
@@ -114,7 +129,7 @@ def full(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]
     metrics = make_metrics(root)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(tracking.ENV_TRACKING, "off")
-        data = rp.run_report(Config(), metrics, root / "reports", n_samples=200, seed=1)
+        data = run_report(Config(), metrics, root / "reports", n_samples=200, seed=1)
     return root / "reports", data
 
 
@@ -137,7 +152,7 @@ def test_scores_table_matches_the_inputs(full):
            "| 40.00 (+33.3%) |" in md
     assert f"BERTScore not computed: {BERT_REASON}" in md
     assert "| SFT | 3 | 29.00 ± 0.50 |" in md
-    assert [t["present"] for t in saved["tasks"].values()] == [list(rp.METHODS)] * 2
+    assert [t["present"] for t in saved["tasks"].values()] == [list(METHODS)] * 2
     assert "**Missing**" not in md
 
 
@@ -173,9 +188,9 @@ def test_listening_table_and_verdicts(full):
 
 def test_listening_flag_when_swapped_audio_scores_like_real_audio(tmp_path):
     metrics = make_metrics(tmp_path, ("base", "sft"), curves=False)
-    for task in rp.TASKS:  # SFT scores almost as well without its own audio: it answers from the prompt
+    for task in TASKS:  # SFT scores almost as well without its own audio: it answers from the prompt
         write_eval(metrics, "sft", task, bleu=30.0, bleu_swapped=29.0)
-    data = rp.run_report(Config(), metrics, tmp_path / "reports", n_samples=100, seed=1)
+    data = run_report(Config(), metrics, tmp_path / "reports", n_samples=100, seed=1)
     rows = {r["method"]: r for r in data["tasks"]["sqa"]["listening"]}
     assert rows["sft"]["flagged"] and not rows["base"]["flagged"]
     assert "FLAG" in rows["sft"]["verdict"]
@@ -185,22 +200,22 @@ def test_listening_flag_when_swapped_audio_scores_like_real_audio(tmp_path):
 
 def test_missing_methods_are_reported(tmp_path):
     metrics = make_metrics(tmp_path, ("base", "sft"), curves=False)
-    data = rp.run_report(Config(), metrics, tmp_path / "reports", n_samples=100, seed=1)
-    for task in rp.TASKS:
+    data = run_report(Config(), metrics, tmp_path / "reports", n_samples=100, seed=1)
+    for task in TASKS:
         assert data["tasks"][task]["present"] == ["base", "sft"]
         assert data["tasks"][task]["missing"] == ["grpo", "mpgrpo"]
         assert [(t["system"], t["baseline"]) for t in data["tasks"][task]["significance"]] == [("sft", "base")]
     md = (tmp_path / "reports" / "report.md").read_text()
     assert "**Missing**: SQA: GRPO, MP-GRPO; AST: GRPO, MP-GRPO" in md
     assert "No training curves found" in md
-    table = rp.readme_table(data)
+    table = readme_table(data)
     assert "| GRPO | missing |  |  |  |  |" in table
 
 
 def test_base_only_and_a_task_without_results(tmp_path):
     metrics = tmp_path / "metrics"
     write_eval(metrics, "base", "sqa")
-    data = rp.run_report(Config(), metrics, tmp_path / "reports", n_samples=100, seed=1)
+    data = run_report(Config(), metrics, tmp_path / "reports", n_samples=100, seed=1)
     assert data["tasks"]["sqa"]["significance"] == [] and data["tasks"]["ast"]["present"] == []
     md = (tmp_path / "reports" / "report.md").read_text()
     assert "Only one method evaluated" in md and "No evaluation results for this task." in md
@@ -208,10 +223,10 @@ def test_base_only_and_a_task_without_results(tmp_path):
 
 def test_no_results_or_no_base_fail_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match="no evaluation results"):
-        rp.load_evaluations(tmp_path / "metrics")
+        load_evaluations(tmp_path / "metrics")
     write_eval(tmp_path / "metrics", "sft", "sqa")
     with pytest.raises(FileNotFoundError, match=r"evaluate_base@sqa"):
-        rp.load_evaluations(tmp_path / "metrics")
+        load_evaluations(tmp_path / "metrics")
 
 
 def test_mismatched_ids_raise_naming_both_files(tmp_path):
@@ -219,7 +234,7 @@ def test_mismatched_ids_raise_naming_both_files(tmp_path):
     write_eval(metrics, "sft", "sqa", ids=[f"other-{i}" for i in range(N)])
     write_eval(metrics, "sft", "ast")
     with pytest.raises(ValueError, match="do not hold the same examples") as err:
-        rp.run_report(Config(), metrics, tmp_path / "reports", n_samples=100, seed=1)
+        run_report(Config(), metrics, tmp_path / "reports", n_samples=100, seed=1)
     assert str(metrics / "base" / "sqa.predictions.jsonl") in str(err.value)
     assert str(metrics / "sft" / "sqa.predictions.jsonl") in str(err.value)
     assert not (tmp_path / "reports" / "report.md").exists()
@@ -230,8 +245,8 @@ def test_pairing_is_by_id_not_by_line(tmp_path):
     path = metrics / "sft" / "sqa.predictions.jsonl"
     lines = path.read_text().splitlines()
     path.write_text("\n".join(reversed(lines)) + "\n")  # same examples, other order
-    evals = rp.load_evaluations(metrics)["sqa"]
-    hyps_a, hyps_b, refs = rp.paired_by_id(evals["base"], evals["sft"])
+    evals = load_evaluations(metrics)["sqa"]
+    hyps_a, hyps_b, refs = paired_by_id(evals["base"], evals["sft"])
     assert refs == references() and hyps_b == hypotheses("sft") and hyps_a == hypotheses("base")
 
 
@@ -255,30 +270,30 @@ def test_plots_and_examples_are_written(full):
 
 
 def test_settings_that_differ_from_the_paper():
-    rows = {r["key"]: r for r in rp.settings_vs_paper(Config())}
+    rows = {r["key"]: r for r in settings_vs_paper(Config())}
     assert rows["grpo.init"]["status"] == "differs" and rows["grpo.init"]["ours"] == "sft"
     assert rows["grpo.beta"]["status"] == "same" and rows["grpo.num_generations"]["status"] == "same"
     assert rows["model.name_or_path"]["status"] == "differs"
     assert rows["prepare.tasks.sqa.source"]["status"] == "differs"
     assert rows["grpo.max_steps"]["status"] == "left open"
     assert rows["mpgrpo.num_off_policy"]["status"] == "same"
-    assert rows["grpo.lr"]["status"] == "differs"  # default 1e-5, the paper 1e-6
+    assert rows["grpo.lr"]["status"] == "differs"  # default 2e-5, the paper 1e-6
 
 
 def test_settings_table_gives_the_reason_params_states_and_rejects_an_unknown_key():
-    cfg = config_from_dict({"report": {"why": {"grpo.lr": "the tiny model learns at 1e-5"}}})
-    rows = {r["key"]: r for r in rp.settings_vs_paper(cfg)}
-    assert rows["grpo.lr"]["why"] == "the tiny model learns at 1e-5"
-    assert rows["mpgrpo.lr"]["why"] == "the tiny model learns at 1e-5"  # inherited from grpo with the value
+    cfg = config_from_dict({"report": {"why": {"grpo.lr": "the tiny model learns at 2e-5"}}})
+    rows = {r["key"]: r for r in settings_vs_paper(cfg)}
+    assert rows["grpo.lr"]["why"] == "the tiny model learns at 2e-5"
+    assert rows["mpgrpo.lr"]["why"] == "the tiny model learns at 2e-5"  # inherited from grpo with the value
     assert rows["grpo.init"]["why"] == ""
-    table = "\n".join(rp._settings_markdown(list(rows.values())))
-    assert "| `1e-05` | differs | the tiny model learns at 1e-5 |" in table
+    table = "\n".join(_settings_markdown(list(rows.values())))
+    assert "| `2e-05` | differs | the tiny model learns at 2e-5 |" in table
     assert "| `sft` | differs | not given (add `report.why`) |" in table
     other = config_from_dict({"report": {"why": {"grpo.lr": "x"}}, "mpgrpo": {"lr": 3e-5}})
-    assert {r["key"]: r for r in rp.settings_vs_paper(other)}["mpgrpo.lr"]["why"] == ""  # its own value: no reason
+    assert {r["key"]: r for r in settings_vs_paper(other)}["mpgrpo.lr"]["why"] == ""  # its own value: no reason
     # A params key that the report does not compare (a misspelt one is stopped when params load: test_config).
     with pytest.raises(ConfigError, match=r"report.why.evaluate.batch_size: not a setting the report compares"):
-        rp.settings_vs_paper(config_from_dict({"report": {"why": {"evaluate.batch_size": "not compared"}}}))
+        settings_vs_paper(config_from_dict({"report": {"why": {"evaluate.batch_size": "not compared"}}}))
     with pytest.raises(ConfigError, match=r"why.grpo.lr: give a reason"):
         config_from_dict({"report": {"why": {"grpo.lr": " "}}})
 
@@ -290,7 +305,7 @@ def test_seed_summary():
         "3": {"base": {"sqa": 14, "ast": 50}, "sft": {"sqa": 24}, "grpo": {"sqa": 29, "ast": 56}},
     }
     data = {"seeds": [1, 2, 3], "runs": runs}
-    out = rp.seed_summary(data)
+    out = seed_summary(data)
     assert out["seeds"] == ["1", "2", "3"] and list(out["tasks"]) == ["sqa", "ast"]
     sqa, ast = out["tasks"]["sqa"], out["tasks"]["ast"]
     assert sqa["methods"]["base"] == {"mean": 12.0, "std": 2.0, "n": 3, "values": [10.0, 12.0, 14.0]}
@@ -298,16 +313,16 @@ def test_seed_summary():
     assert not ast["held_every_seed"] and ast["failed_in"] == ["2"] and ast["incomplete_in"] == ["3"]
     assert ast["methods"]["sft"]["n"] == 2
     with pytest.raises(ValueError, match="runs"):
-        rp.seed_summary({"seeds": [1]})
+        seed_summary({"seeds": [1]})
     with pytest.raises(ValueError, match=r"\['9'\]"):
-        rp.seed_summary({"seeds": [9], "runs": {"1": {}}})
+        seed_summary({"seeds": [9], "runs": {"1": {}}})
 
 
 def test_seeds_markdown_shows_spread_per_seed_values_and_swapped_audio():
     runs = {str(s): {"base": {"sqa": 10.0 + s}, "sft": {"sqa": 20.0}, "grpo": {"sqa": 30.0 - 15 * (s == 2)}}
             for s in (1, 2)}
     swapped = {str(s): {"base": {"sqa": 1.0}, "sft": {"sqa": 2.0 + s}, "grpo": {"sqa": None}} for s in (1, 2)}
-    md = "\n".join(rp.seeds_markdown({"seeds": [1, 2], "runs": runs, "swapped": swapped}))
+    md = "\n".join(seeds_markdown({"seeds": [1, 2], "runs": runs, "swapped": swapped}))
     assert "## Seeds (2: 1, 2)" in md
     assert "| Base | 11.50 ± 0.71 | 11.00, 12.00 | 1.00 ± 0.00 |" in md
     assert "| SFT | 20.00 ± 0.00 | 20.00, 20.00 | 3.50 ± 0.71 |" in md
@@ -321,7 +336,7 @@ def test_seeds_markdown_puts_the_papers_decoding_first_when_the_sweep_sampled():
     sampled = {str(s): {"base": {"sqa": 5.0}, "sft": {"sqa": 8.0}, "grpo": {"sqa": 10.0 + s}} for s in (1, 2)}
     sampled_swapped = {str(s): {"base": {"sqa": 1.0}, "sft": {"sqa": 1.5}, "grpo": {"sqa": 2.0}} for s in (1, 2)}
     data = {"seeds": [1, 2], "runs": runs, "sampled": sampled, "sampled_swapped": sampled_swapped}
-    md = "\n".join(rp.seeds_markdown(data))
+    md = "\n".join(seeds_markdown(data))
     assert md.index("### SQA, paper decoding") < md.index("### SQA, greedy decoding")
     assert "| GRPO | 11.50 ± 0.71 | 11.00, 12.00 | 2.00 ± 0.00 |" in md
     paper, greedy = md.split("### SQA, greedy decoding")
@@ -332,13 +347,13 @@ def test_seeds_markdown_puts_the_papers_decoding_first_when_the_sweep_sampled():
 def test_readme_gets_the_seed_table_when_a_sweep_exists(full, tmp_path):
     out, _ = full
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n{rp.MARK_BEGIN}\n{rp.MARK_END}\n\n{rp.SEEDS_BEGIN}\nold\n{rp.SEEDS_END}\n")
+    readme.write_text(f"# x\n{MARK_BEGIN}\n{MARK_END}\n\n{SEEDS_BEGIN}\nold\n{SEEDS_END}\n")
     seeds = tmp_path / "seeds.json"
-    rp.update_readme(readme, out / "report.json", seeds)  # no sweep yet: the seeds block is left alone
+    update_readme(readme, out / "report.json", seeds)  # no sweep yet: the seeds block is left alone
     assert "old" in readme.read_text()
     runs = {str(s): {"base": {"sqa": 1.0}, "sft": {"sqa": 2.0}, "grpo": {"sqa": 3.0}} for s in (1, 2, 3)}
     seeds.write_text(json.dumps({"seeds": [1, 2, 3], "runs": runs}))
-    rp.update_readme(readme, out / "report.json", seeds)
+    update_readme(readme, out / "report.json", seeds)
     text = readme.read_text()
     assert "old" not in text and "| GRPO | 3.00 ± 0.00 | 3.00, 3.00, 3.00 | n/a |" in text
     assert "Ordering Base < SFT < GRPO: held in every seed." in text and "## Seeds" not in text
@@ -357,14 +372,14 @@ def test_sampled_significance_pools_the_runs_paired_by_run_and_id(full, tmp_path
         path = metrics / method / "sqa.predictions.jsonl"
         rows = [{k: v for k, v in json.loads(line).items() if k != "sampled"} for line in path.read_text().splitlines()]
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    evals = rp.load_evaluations(metrics)["sqa"]
-    (skipped,) = rp.task_significance(evals, 100, 1, "sampled")
+    evals = load_evaluations(metrics)["sqa"]
+    (skipped,) = task_significance(evals, 100, 1, "sampled")
     assert "no sampled runs" in skipped["skipped"]
 
 
 def test_readme_table_and_marker_replacement(full, tmp_path):
     out, data = full
-    table = rp.readme_table(data)
+    table = readme_table(data)
     # SFT: the paper's decoding (sampled mean +- std, swapped), then greedy (real, swapped)
     assert "| SFT | 29.00 ± 0.50 | 2.50 | " in table and "| 30.00 | 3.00 | " in table
     assert "(vs Base)" in table and "(vs GRPO)" in table
@@ -372,12 +387,12 @@ def test_readme_table_and_marker_replacement(full, tmp_path):
                             "greedy | swapped audio | p vs previous |")
     assert "**AST**" in table
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\nbefore\n{rp.MARK_BEGIN}\nold table\n{rp.MARK_END}\nafter\n")
-    rp.update_readme(readme, out / "report.json")
+    readme.write_text(f"# x\n\nbefore\n{MARK_BEGIN}\nold table\n{MARK_END}\nafter\n")
+    update_readme(readme, out / "report.json")
     text = readme.read_text()
     assert "old table" not in text and table in text
-    assert text.startswith("# x\n\nbefore\n") and text.endswith(f"{rp.MARK_END}\nafter\n")
-    rp.update_readme(readme, out / "report.json")
+    assert text.startswith("# x\n\nbefore\n") and text.endswith(f"{MARK_END}\nafter\n")
+    update_readme(readme, out / "report.json")
     assert readme.read_text() == text  # idempotent
 
 
@@ -386,36 +401,36 @@ def test_readme_without_markers_fails_clearly(full, tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# no markers here\n")
     with pytest.raises(ValueError, match="report:begin"):
-        rp.update_readme(readme, out / "report.json")
+        update_readme(readme, out / "report.json")
     assert readme.read_text() == "# no markers here\n"
     with pytest.raises(ValueError, match="before"):
-        rp.replace_between_markers(f"{rp.MARK_END}\n{rp.MARK_BEGIN}\n", "t")
+        replace_between_markers(f"{MARK_END}\n{MARK_BEGIN}\n", "t")
 
 
 def test_command_line(tmp_path, monkeypatch):
     shutil.copytree(make_metrics(tmp_path / "src", ("base", "sft"), curves=False), tmp_path / "metrics")
     params = tmp_path / "params.yaml"
     params.write_text("seed: 3\n")
-    rp.main(["--params", str(params), "-S", "report.bootstrap_samples=150", "-S", "report.examples=2"])
+    main(["--params", str(params), "-S", "report.bootstrap_samples=150", "-S", "report.examples=2"])
     saved = json.loads((tmp_path / "reports" / "report.json").read_text())
     assert saved["bootstrap"] == {"metric": "bleu", "hypotheses": "greedy", "n_samples": 150, "seed": 3,
                                   "alpha": 0.05}
     assert len(saved["tasks"]["ast"]["example_ids"]) == 2
     (tmp_path / "README.md").write_text("# none\n")
     with pytest.raises(SystemExit, match="report:begin"):
-        rp.main(["--params", str(params), "--readme"])
-    (tmp_path / "README.md").write_text(f"{rp.MARK_BEGIN}\n{rp.MARK_END}\n")
-    rp.main(["--params", str(params), "--readme"])
+        main(["--params", str(params), "--readme"])
+    (tmp_path / "README.md").write_text(f"{MARK_BEGIN}\n{MARK_END}\n")
+    main(["--params", str(params), "--readme"])
     assert "| SFT | " in (tmp_path / "README.md").read_text()
 
 
 def test_report_json_keeps_small_values(full):
     rows = {r["key"]: r for r in full[1]["settings"]}
-    assert rows["grpo.lr"]["ours"] == 1e-5 and rows["grpo.beta"]["ours"] == 0.02  # not rounded away
-    assert "| grpo: learning rate | `grpo.lr` | 1e-6 | `1e-05` | differs |" in (full[0] / "report.md").read_text()
+    assert rows["grpo.lr"]["ours"] == 2e-5 and rows["grpo.beta"]["ours"] == 0.02  # not rounded away
+    assert "| grpo: learning rate | `grpo.lr` | 1e-6 | `2e-05` | differs |" in (full[0] / "report.md").read_text()
 
 
-# --------------------------------------------------------------------------------------------------- MLflow
+# --- MLflow -----------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
@@ -433,7 +448,7 @@ def test_artifacts_go_to_the_stage_run_and_the_parent_run(tmp_path, monkeypatch)
     assert parent is not None
     monkeypatch.setenv(tracking.ENV_PARENT_RUN_ID, parent)
     metrics = make_metrics(tmp_path, ("base", "sft"), curves=False)
-    rp.run_report(Config(), metrics, tmp_path / "reports", n_samples=100, seed=1)
+    run_report(Config(), metrics, tmp_path / "reports", n_samples=100, seed=1)
     client = MlflowClient(tracking_uri=tracking.tracking_uri())
     (child,) = [r for r in client.search_runs([client.get_run(parent).info.experiment_id])
                 if r.info.run_id != parent]

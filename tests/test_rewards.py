@@ -1,4 +1,4 @@
-"""steps.rewards: tables of (completion, reference) checked against sacrebleu / rouge-score / nltk computed directly."""
+"""steps.training.rewards: tables of (completion, reference) checked against sacrebleu, rouge-score, nltk directly."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from steps import metrics, rewards, wordnet
+from steps.evaluation import wordnet
+from steps.evaluation.scores import meteor_tokens
+from steps.training import rewards
 
 # (completion, reference): identical, partial overlap, disjoint, empty completion, casing/punctuation only.
 TABLE = [
@@ -135,8 +137,10 @@ def test_configuration_errors() -> None:
         rewards.weighted_reward({"rougel": 1.0})
     with pytest.raises(ValueError, match="bad options"):
         rewards.build_reward("chrf", tokenize="13a")
-    with pytest.raises(ValueError, match=r"finite number >= 0(.|\n)*no weight"):
-        rewards.weighted_reward({"bleu": -1.0}, {"chrf": {}})
+    with pytest.raises(ValueError, match=r"finite number >= 0(.|\n)*'chrff', which is not a reward"):
+        rewards.weighted_reward({"bleu": -1.0}, {"chrff": {}})
+    # options of a known reward without a weight are unused (the default's BLEU options under a chrF ablation)
+    assert list(rewards.weighted_reward({"chrf": 1.0}, {"bleu": {"smooth_method": "none"}}).components) == ["chrf"]
     with pytest.raises(ValueError, match="at least one reward weight must be positive"):
         rewards.weighted_reward({"bleu": 0.0})
     assert list(rewards.weighted_reward({"bleu": 1.0, "chrf": 0.0}).components) == ["bleu"]
@@ -158,7 +162,7 @@ def test_meteor_equals_nltk() -> None:
     from nltk.translate.meteor_score import meteor_score
 
     reader = wordnet.load_wordnet()
-    expected = [meteor_score([metrics.meteor_tokens(r)], metrics.meteor_tokens(c), wordnet=reader) for c, r in TABLE]
+    expected = [meteor_score([meteor_tokens(r)], meteor_tokens(c), wordnet=reader) for c, r in TABLE]
     got = call(rewards.build_reward("meteor"))
     assert got == pytest.approx(expected)
     assert got[3] == 0.0
@@ -168,7 +172,7 @@ def test_meteor_equals_nltk() -> None:
 def test_the_default_reward_pays_nothing_for_a_wrong_answer_however_short() -> None:
     """Why params.yaml sets smooth_method none: with exp smoothing a wrong SQA answer still earns a little, and a
     shorter wrong answer earns more, which GRPO learnt to exploit on the tiny default (answers shortened, BLEU fell)."""
-    from steps.config import load_config
+    from steps.core.config import load_config
     from tests.conftest import REPO
 
     cfg = load_config(REPO / "params.yaml")
@@ -181,3 +185,9 @@ def test_the_default_reward_pays_nothing_for_a_wrong_answer_however_short() -> N
     assert 0.0 < got[2] < got[3] == 1.0
     smoothed = call(rewards.build_reward("bleu"), [wrong_long, wrong_short], [reference] * 2)
     assert 0.0 < smoothed[0] < smoothed[1]   # sacrebleu's default smoothing: the shorter wrong answer earns more
+
+
+def test_the_config_knows_every_registered_reward_by_name():
+    from steps.core.config import REWARD_NAMES
+
+    assert tuple(rewards.REWARDS) == REWARD_NAMES

@@ -1,4 +1,5 @@
-"""The seed sweep (steps/seeds.py): per-seed post-training, the summary, and what it refuses."""
+"""The seed sweep (steps/training/seed_sweep.py, steps/reporting/seeds.py): per-seed post-training, the summary,
+and what it refuses."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from steps.config import ConfigError, config_from_dict
-from steps.seeds import collect, run_sweep, seed_config
+from steps.core.config import ConfigError, config_from_dict
+from steps.reporting.seeds import collect
+from steps.training.seed_sweep import run_sweep, seed_config
 from tests.test_grpo import state_of
-from tests.tiny_sallm import speech_rows_fixture, workspace  # noqa: F401
+from tests.tiny_sallm import workspace
 
 TASK = "ast"  # the task tests.tiny_sallm.workspace prepares by default
 

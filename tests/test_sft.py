@@ -9,17 +9,12 @@ from typing import Any
 import pytest
 import torch
 
-from steps.config import ConfigError, config_from_dict
-from steps.model import IGNORE_INDEX, adapter_for, encode_for_training, model_inputs
-from steps.sft import (
-    FINGERPRINT_FILE,
-    AudioSftCollator,
-    NonFiniteLossError,
-    check_finite_gradients,
-    prepare_work_dir,
-    run_sft,
-)
-from tests.tiny_sallm import speech_rows_fixture, tiny_sallm_fixture, workspace  # noqa: F401
+from steps.core.config import ConfigError, config_from_dict
+from steps.modeling.batches import IGNORE_INDEX, encode_for_training, model_inputs
+from steps.modeling.families import adapter_for
+from steps.training.checkpoints import FINGERPRINT_FILE, NonFiniteLossError, check_finite_gradients, prepare_work_dir
+from steps.training.sft import AudioSftCollator, run_sft
+from tests.tiny_sallm import workspace
 
 TASK = "ast"
 
@@ -37,7 +32,7 @@ def sft_paths(root: Path) -> dict[str, Path]:
 
 
 def validation_loss(model_dir: Path, rows: list[dict[str, Any]]) -> float:
-    from steps.model import load_model_and_processor
+    from steps.modeling.loading import load_model_and_processor
 
     cfg = micro_config()
     model, processor = load_model_and_processor(model_dir, cfg.model)
@@ -53,7 +48,7 @@ def no_tracking(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPEECH_GRPO_TRACKING", "off")
 
 
-# --------------------------------------------------------------------------------------------------- fast
+# --- fast -------------------------------------------------------------------------------------------------------------
 
 
 def test_collator_labels_cover_the_answer_only_and_pad_right(tiny_sallm, speech_rows) -> None:
@@ -82,21 +77,21 @@ def test_checkpoints_of_another_config_are_discarded(tmp_path: Path) -> None:
     (work / "checkpoint-5").mkdir(parents=True)
     (work / "checkpoint-5" / "trainer_state.json").write_text("{}")
     (work / FINGERPRINT_FILE).write_text(json.dumps({"sha256": "same"}))
-    assert prepare_work_dir(work, {"sha256": "same"}) == str(work / "checkpoint-5")
-    assert prepare_work_dir(work, {"sha256": "other"}) is None
+    assert prepare_work_dir(work, {"sha256": "same"}, "sft") == str(work / "checkpoint-5")
+    assert prepare_work_dir(work, {"sha256": "other"}, "sft") is None
     assert not (work / "checkpoint-5").exists()
 
 
 def test_non_finite_gradient_raises_with_a_clear_message(tmp_path: Path) -> None:
     layer = torch.nn.Linear(2, 1)
     layer(torch.ones(1, 2)).sum().backward()
-    check_finite_gradients(layer, 1, tmp_path)  # finite: nothing happens
+    check_finite_gradients(layer, 1, tmp_path, "sft")  # finite: nothing happens
     layer.weight.grad[0, 0] = float("nan")
     with pytest.raises(NonFiniteLossError, match=r"non-finite .* at training step 3"):
-        check_finite_gradients(layer, 3, tmp_path)
+        check_finite_gradients(layer, 3, tmp_path, "sft")
 
 
-# --------------------------------------------------------------------------------------------------- training
+# --- training ---------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.slow

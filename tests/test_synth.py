@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from steps.audio import dbfs
-from steps.config import config_from_dict
-from steps.io import read_jsonl
-from steps.synth import plan_corpus, run_synth
-from steps.tts import Speaker, TTSError, add_noise
+from steps.core.config import config_from_dict
+from steps.core.io import read_jsonl
+from steps.data.audio import dbfs
+from steps.data.corpus import plan_corpus, run_synth
+from steps.data.tts import Speaker, TTSError, add_noise
 
 TINY = {"seed": 7, "synth": {"workers": 1, "sizes": {p: {"train": 4, "validation": 2, "test": 3}
                                                       for p in ("ast", "sqa", "pretrain")}}}
@@ -92,8 +92,9 @@ def test_synth_is_bit_exact_under_the_same_seed(tmp_path: Path):
     """Every clip's WAV bytes repeat, so every clone synthesises the same corpus and pretrains the same base.
 
     Two sources of variation are removed, each measured: libespeak-ng carries state from one utterance to the next
-    (fixed shards in fresh processes, see steps.synth._speak_shard), and it draws breath noise from a clock-seeded
-    generator (reseeded per clip, see steps.tts.Speaker.say). The `+f2` variant breathes, so it must be in the plan.
+    (fixed shards in fresh processes, see steps.data.corpus._speak_shard), and it draws breath noise from a clock-seeded
+    generator (reseeded per clip, see steps.data.tts.Speaker.say). The `+f2` variant breathes, so it must be in the
+    plan.
     """
     cfg = config_from_dict({**TINY, "synth": {**TINY["synth"], "noise_snr_db": 20.0}})
     assert any(row["speaker"].endswith("+f2") for rows in plan_corpus(cfg)["ast"].values() for row in rows)
@@ -108,7 +109,7 @@ def test_synth_is_bit_exact_under_the_same_seed(tmp_path: Path):
 
 def _say_in_fresh_process(seed: int) -> str:
     """md5 of one breathy utterance, synthesised first in a new process (the engine carries state across calls)."""
-    code = ("import hashlib; from steps.tts import Speaker; "
+    code = ("import hashlib; from steps.data.tts import Speaker; "
             "a = Speaker.get().say('The teacher washes seven eggs.', voice='en-US+f2', rate_wpm=170, pitch=50, "
             f"seed={seed}); print(hashlib.md5(a.tobytes()).hexdigest())")
     return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip()

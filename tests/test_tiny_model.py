@@ -8,17 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from steps import tiny_model
-from steps.config import ModelConfig
-from steps.model import (
-    ClipTooLongError,
-    adapter_for,
-    chat_prompt,
-    encode_prompts,
-    load_model_and_processor,
-    model_inputs,
-)
-from tests.tiny_sallm import ASR_PROMPT, speech_rows_fixture, tiny_sallm_fixture  # noqa: F401
+from steps.core.config import ModelConfig
+from steps.modeling import tiny as tiny_model
+from steps.modeling.batches import ClipTooLongError, chat_prompt, encode_prompts, model_inputs
+from steps.modeling.families import adapter_for
+from steps.modeling.loading import load_model_and_processor
+from tests.tiny_sallm import ASR_PROMPT
 
 
 def test_whisper_sinusoids_match_the_formula() -> None:

@@ -1,4 +1,4 @@
-"""steps/tracking.py: where runs go, parent/child nesting, the dvc-invocation key, and never crashing a stage.
+"""steps/core/tracking.py: where runs go, parent/child nesting, the dvc-invocation key, and never crashing a stage.
 
     pytest tests/test_tracking.py            # fast part (no MLflow database)
     pytest tests/test_tracking.py -m slow    # against a real SQLite store (its schema takes ~6 s to create)
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from steps import tracking
-from steps.config import Config
+from steps.core import tracking
+from steps.core.config import Config
 from tests.conftest import REPO
 
 
@@ -83,7 +83,7 @@ def test_stage_errors_still_propagate_without_tracking(monkeypatch):
 
 _KEY_SCRIPT = textwrap.dedent("""
     import subprocess, sys
-    cmd = [sys.executable, "-c", "from steps.tracking import invocation_key; print(invocation_key())"]
+    cmd = [sys.executable, "-c", "from steps.core.tracking import invocation_key; print(invocation_key())"]
     # Like DVC: each stage's cmd through a shell, one after the other, from one process.
     for _ in range(2):
         subprocess.run(["sh", "-c", " ".join(cmd[:2]) + ' "' + cmd[2] + '"'], check=True)
@@ -102,7 +102,7 @@ def test_invocation_key_is_shared_within_one_dvc_run_and_differs_across_runs(mon
     assert tracking.invocation_key() is None                             # not under DVC: no shared parent
 
 
-# --------------------------------------------------------------------------------------------------- real store
+# --- real store -------------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -167,7 +167,7 @@ def test_stage_run_resumes_the_run_the_flow_opened(store, monkeypatch):
 
 _DVC_LIKE = textwrap.dedent("""
     import subprocess, sys
-    stage = "from steps.config import Config; from steps.tracking import stage_run; "\\
+    stage = "from steps.core.config import Config; from steps.core.tracking import stage_run; "\\
             "import sys; stage_run_ = stage_run(Config(), stage=sys.argv[1]); run = stage_run_.__enter__(); "\\
             "run.log_metrics({'x': 1.0}); stage_run_.__exit__(None, None, None)"
     for name in ("synth", "prepare"):

@@ -1,7 +1,6 @@
-"""Fixtures for model tests: a few espeak clips in the prepared-dataset layout and a very small tiny-preset SALLM.
+"""Builders for model tests: a few espeak clips in the prepared-dataset layout and a very small tiny-preset SALLM.
 
-Import the fixtures into a test module under another name (pytest finds them by their fixture name):
-`from tests.tiny_sallm import speech_rows_fixture, tiny_sallm_fixture  # noqa: F401`.
+The session fixtures `speech_rows` and `tiny_sallm` (tests/conftest.py) are built from these once per test session.
 Everything is generated offline and seeded; nothing downloads.
 """
 
@@ -12,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
-from steps.config import TinyModelConfig
+from steps.core.config import TinyModelConfig
 
 RATE = 16000
 ASR_PROMPT = "Transcribe the audio <|audio|>"
@@ -31,8 +29,8 @@ def make_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
     """n examples (alternating asr / ast) with the columns of data/prepared/<pool>/<split>."""
     import soxr
 
-    from steps.grammar import sample_translation
-    from steps.tts import Speaker
+    from steps.data.grammar import sample_translation
+    from steps.data.tts import Speaker
 
     rng = random.Random(seed)
     tts = Speaker.get()
@@ -62,7 +60,7 @@ def to_dataset(rows: list[dict[str, Any]]) -> Any:
 
 def workspace(root: Path, rows: list[dict[str, Any]], task: str = "ast") -> Path:
     """models/base (an untrained micro SALLM) and data/<task>/{train,validation,test} = the same rows."""
-    from steps.tiny_model import save
+    from steps.modeling.tiny import save
 
     for split in ("train", "validation", "test"):
         to_dataset(rows).save_to_disk(str(root / "data" / task / split))
@@ -80,19 +78,8 @@ def write_prepared(root: Path, rows: list[dict[str, Any]], pool: str = "pretrain
     return root
 
 
-@pytest.fixture(scope="session", name="speech_rows")
-def speech_rows_fixture() -> list[dict[str, Any]]:
-    return make_rows(8)
-
-
-@pytest.fixture(scope="session", name="tiny_sallm")
-def tiny_sallm_fixture(speech_rows: list[dict[str, Any]]) -> tuple[Any, Any]:
-    """(model, processor) of a micro tiny preset; a fresh copy is cheap to build, so tests may train it."""
-    return build_micro(speech_rows)
-
-
 def build_micro(rows: list[dict[str, Any]], seed: int = 0) -> tuple[Any, Any]:
-    from steps.tiny_model import build_tiny, window_seconds_for
+    from steps.modeling.tiny import build_tiny, window_seconds_for
 
     texts = [t for r in rows for t in (r["prompt"].replace("<|audio|>", " "), r["reference"], r["transcript"])]
     window = window_seconds_for(max(r["duration"] for r in rows))

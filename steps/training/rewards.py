@@ -20,7 +20,7 @@ from typing import Any
 
 from sacrebleu.metrics import BLEU, CHRF
 
-from steps import metrics, wordnet
+from steps.evaluation import metrics, scores, wordnet
 
 REFERENCE_COLUMN = "reference"
 DEFAULT_WEIGHTS: dict[str, float] = {"bleu": 1.0}
@@ -46,7 +46,7 @@ def _content_text(content: Any) -> str:
     return "".join(part.get("text", "") for part in content if part.get("type", "text") == "text")
 
 
-# --- scorers: (hypothesis, reference, **options) -> float in [0, 1]; module-level so rewards pickle -----------------
+# --- scorers: (hypothesis, reference, **options) -> float in [0, 1]; module-level so rewards pickle -------------------
 
 
 def _bleu(hyp: str, ref: str, *, tokenize: str, lowercase: bool, smooth_method: str) -> float:
@@ -64,18 +64,18 @@ def _chrf(hyp: str, ref: str, *, char_order: int, word_order: int, lowercase: bo
 
 
 def _rouge(hyp: str, ref: str, *, rouge_type: str, lang: str, use_stemmer: bool | None) -> float:
-    return metrics.rouge_scorer_for(lang, use_stemmer).score(ref, hyp)[rouge_type].fmeasure
+    return scores.rouge_scorer_for(lang, use_stemmer).score(ref, hyp)[rouge_type].fmeasure
 
 
 def _meteor(hyp: str, ref: str) -> float:
-    return metrics.sentence_meteor(hyp, ref, wordnet.load_wordnet())
+    return scores.sentence_meteor(hyp, ref, wordnet.load_wordnet())
 
 
 def _exact_match(hyp: str, ref: str) -> float:
     return float(metrics.normalise_text(hyp) == metrics.normalise_text(ref))
 
 
-# --- the reward callable -------------------------------------------------------------------------------------------
+# --- the reward callable ----------------------------------------------------------------------------------------------
 
 
 class Reward:
@@ -110,7 +110,7 @@ def references_from(kwargs: Mapping[str, Any], n: int, name: str) -> list[str]:
     return [str(r) for r in refs]
 
 
-# --- factories and the registry ------------------------------------------------------------------------------------
+# --- factories and the registry ---------------------------------------------------------------------------------------
 
 
 def bleu_reward(tokenize: str = "13a", lowercase: bool = False, smooth_method: str = "exp") -> Reward:
@@ -130,11 +130,11 @@ def chrf_reward(char_order: int = 6, word_order: int = 0, lowercase: bool = Fals
 
 def _rouge_factory(rouge_type: str) -> Callable[..., Reward]:
     def factory(lang: str = "en", use_stemmer: bool | None = None) -> Reward:
-        metrics.rouge_config(lang, use_stemmer)  # rejects a stemmer on non-English text now, not mid-training
+        scores.rouge_config(lang, use_stemmer)  # rejects a stemmer on non-English text now, not mid-training
         return Reward(rouge_type, _rouge, rouge_type=rouge_type, lang=lang, use_stemmer=use_stemmer)
 
     factory.__name__ = f"{rouge_type}_reward"
-    factory.__doc__ = f"{rouge_type} F1 (rouge-score; tokenizer and stemmer by language as in steps.metrics)."
+    factory.__doc__ = f"{rouge_type} F1 (rouge-score; tokenizer and stemmer by language as in steps.evaluation.scores)."
     return factory
 
 
@@ -176,7 +176,7 @@ def build_reward(name: str, **options: Any) -> Reward:
         raise ValueError(f"reward {name!r}: bad options {sorted(options)} ({err})") from None
 
 
-# --- weighted sum --------------------------------------------------------------------------------------------------
+# --- weighted sum -----------------------------------------------------------------------------------------------------
 
 
 class WeightedReward:
@@ -216,7 +216,8 @@ class WeightedReward:
 
 def weighted_reward(weights: Mapping[str, float] | None = None,
                     options: Mapping[str, Mapping[str, Any]] | None = None) -> WeightedReward:
-    """Build the weighted sum of registered rewards; `options` maps a reward name to its build options.
+    """Build the weighted sum of registered rewards; `options` maps a reward name to its build options (a reward
+    without a weight is not built, its options unused).
 
     Weights must be finite and >= 0 (zero drops the component); at least one must be positive. The sum is not
     renormalised: with weights summing to 1 it stays in [0, 1].
@@ -226,7 +227,7 @@ def weighted_reward(weights: Mapping[str, float] | None = None,
     problems = [str(_unknown(name)) for name in weights if name not in REWARDS]
     problems += [f"weight of {name!r} must be a finite number >= 0, got {w!r}" for name, w in weights.items()
                  if not isinstance(w, int | float) or not math.isfinite(w) or w < 0]
-    problems += [f"options given for {name!r}, which has no weight" for name in options if name not in weights]
+    problems += [f"options given for {name!r}, which is not a reward" for name in options if name not in REWARDS]
     if not problems and not any(w > 0 for w in weights.values()):
         problems.append(f"at least one reward weight must be positive, got {weights}")
     if problems:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from steps.config import load_config
+from steps.core.config import load_config
 from tests.conftest import REPO
 
 CONFIGS = REPO / "configs"
@@ -77,7 +77,7 @@ def test_params_file_has_every_key_of_params_yaml(path: Path) -> None:
 
 @pytest.mark.parametrize("path", [*PARAMS_FILES, REPO / "params.yaml"], ids=lambda p: p.name)
 def test_params_file_says_why_each_setting_differs_from_the_paper(path: Path) -> None:
-    from steps.report import settings_vs_paper
+    from steps.reporting.paper_settings import settings_vs_paper
 
     rows = settings_vs_paper(load_config(path))
     unexplained = [r["key"] for r in rows if r["status"] == "differs" and not r["why"]]

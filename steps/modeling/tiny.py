@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from steps.config import TinyModelConfig
+from steps.core.config import TinyModelConfig
 
 SAMPLE_RATE = 16000
 HOP_LENGTH = 160  # 10 ms mel frames, as in Whisper
@@ -127,7 +127,7 @@ def build_model(cfg: TinyModelConfig, tokenizer: Any, window_seconds: int, seed:
 def build_tiny(cfg: TinyModelConfig, corpus_texts: Iterable[str], window_seconds: int, seed: int = 0
                ) -> tuple[Any, Any]:
     """Tokenizer, processor and random-initialised model of the tiny preset."""
-    from steps.model import prepare_tokens
+    from steps.modeling.loading import prepare_tokens
 
     tokenizer = train_tokenizer(corpus_texts, cfg.vocab_size)
     processor = build_processor(tokenizer, window_seconds, cfg.num_mel_bins)

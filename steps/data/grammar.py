@@ -17,9 +17,7 @@ import random
 import re
 from dataclasses import dataclass, replace
 
-# --------------------------------------------------------------------------------------------------------------------
-# Public record types
-# --------------------------------------------------------------------------------------------------------------------
+# --- Public record types ----------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -42,9 +40,7 @@ class QAItem:
 
 QUESTION_KINDS: tuple[str, ...] = ("who", "what", "where", "when", "how_many", "yes_no")
 
-# --------------------------------------------------------------------------------------------------------------------
-# Lexicon types
-# --------------------------------------------------------------------------------------------------------------------
+# --- Lexicon types ----------------------------------------------------------------------------------------------------
 
 PERSONS: tuple[str, ...] = ("1sg", "2sg", "3sg", "1pl", "2pl", "3pl")
 
@@ -211,9 +207,7 @@ class Clause:
     time_first: bool = False  # put the time phrase first (German then inverts verb and subject)
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Lexicon tables
-# --------------------------------------------------------------------------------------------------------------------
+# --- Lexicon tables ---------------------------------------------------------------------------------------------------
 
 _ANIMATE = ("person", "animal")
 _CONCRETE = ("animal", "food", "text", "thing", "vehicle")
@@ -352,9 +346,7 @@ TIMES: tuple[TimePhrase, ...] = (
 EN_NUMBERS: dict[int, str] = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine"}
 DE_NUMBERS: dict[int, str] = {2: "zwei", 3: "drei", 4: "vier", 5: "fünf", 6: "sechs", 7: "sieben", 8: "acht", 9: "neun"}
 
-# --------------------------------------------------------------------------------------------------------------------
-# German declension tables (slot = gender "m"/"f"/"n", or "pl")
-# --------------------------------------------------------------------------------------------------------------------
+# --- German declension tables (slot = gender "m"/"f"/"n", or "pl") ----------------------------------------------------
 
 _DEFINITE = {
     "nom": {"m": "der", "f": "die", "n": "das", "pl": "die"},
@@ -385,9 +377,7 @@ _ADJECTIVE_ENDING = {
 # Preposition + dative "dem" fuse in standard German; "auf dem" and "mit dem" stay apart.
 _CONTRACTIONS = {("in", "dem"): "im", ("an", "dem"): "am", ("bei", "dem"): "beim"}
 
-# --------------------------------------------------------------------------------------------------------------------
-# Rendering
-# --------------------------------------------------------------------------------------------------------------------
+# --- Rendering --------------------------------------------------------------------------------------------------------
 
 
 def english_np(np: NounPhrase) -> str:
@@ -483,9 +473,7 @@ def _capitalise(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Translation sampling
-# --------------------------------------------------------------------------------------------------------------------
+# --- Translation sampling ---------------------------------------------------------------------------------------------
 
 _MIN_WORDS, _MAX_WORDS = 4, 12
 _MAX_TRIES = 200  # length rejection almost always succeeds within a few draws
@@ -580,9 +568,7 @@ def _maybe_adjective(rng: random.Random, noun: Noun, probability: float) -> Adje
     return rng.choice(tuple(a for a in ADJECTIVES if noun.category in a.categories))
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Spoken question answering
-# --------------------------------------------------------------------------------------------------------------------
+# --- Spoken question answering ----------------------------------------------------------------------------------------
 
 # Question phrasings per kind, as str.format templates over the slots built by _slots(). {extra} is "" or a
 # leading-space place/time phrase; {claim} (yes/no only) is what the question asserts after the verb.
@@ -872,9 +858,7 @@ def _wrong_times(time: TimePhrase | None, passage_words: set[str]) -> tuple[Time
     return tuple(t for t in TIMES if t.group == time.group and t.key not in passage_words)
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Vocabulary
-# --------------------------------------------------------------------------------------------------------------------
+# --- Vocabulary -------------------------------------------------------------------------------------------------------
 
 _WORD = re.compile(r"[^\W\d_]+")
 

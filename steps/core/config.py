@@ -22,8 +22,12 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import yaml
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
-TASKS: tuple[str, ...] = ("sqa", "ast", "pretrain")
+TASKS: tuple[str, ...] = ("sqa", "ast")  # what SFT, GRPO and the evaluation post-train and score
+POOLS: tuple[str, ...] = (*TASKS, "pretrain")  # the data pools synth and prepare make (pretrain: ASR + AST)
 RESOLVED_CONFIG_NAME = "resolved_params.yaml"
+# The rewards steps.training.rewards registers, by name: listed here so that validating params.yaml needs no metric
+# library (the synth stage must not depend on the metrics); a test keeps the two lists equal.
+REWARD_NAMES: tuple[str, ...] = ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "meteor", "exact_match")
 
 
 class ConfigError(ValueError):
@@ -36,7 +40,7 @@ class ConfigError(ValueError):
         super().__init__(f"{source} has {len(self.problems)} {noun}:\n{lines}")
 
 
-# --------------------------------------------------------------------------------------------------- sections
+# --- sections ---------------------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,9 +65,9 @@ class SplitSizes:
 
 @dataclasses.dataclass(frozen=True)
 class SynthSizes:
-    ast: SplitSizes = SplitSizes(2000, 200, 200)
-    sqa: SplitSizes = SplitSizes(2000, 200, 200)
-    pretrain: SplitSizes = SplitSizes(4000, 200, 200)
+    ast: SplitSizes = SplitSizes(6000, 200, 300)
+    sqa: SplitSizes = SplitSizes(2000, 200, 300)
+    pretrain: SplitSizes = SplitSizes(8000, 200, 300)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +118,7 @@ SourceKind = Literal["synthetic", "covost2", "hf", "manifest"]
 
 @dataclasses.dataclass(frozen=True)
 class SourceConfig:
-    """Where a task's raw examples come from; see steps/sources.py for each kind's layout.
+    """Where a task's raw examples come from; see steps/data/sources.py for each kind's layout.
 
     `splits` maps our split names to the source's (a TSV suffix, an HF split, a manifest file); `columns` maps our
     fields (audio, text, question, answer, translation, speaker) to the source's column names.
@@ -185,15 +189,15 @@ class PrepareConfig:
             out.append(f"max_bad_fraction: must be within [0, 1], got {self.max_bad_fraction}")
         if self.workers < 1:
             out.append(f"workers: must be >= 1, got {self.workers}")
-        unknown = sorted(set(self.tasks) - set(TASKS))
+        unknown = sorted(set(self.tasks) - set(POOLS))
         if unknown:
-            out.append(f"tasks: unknown task names {unknown}; use {list(TASKS)}")
+            out.append(f"tasks: unknown task names {unknown}; use {list(POOLS)}")
         return out
 
 
 @dataclasses.dataclass(frozen=True)
 class TinyModelConfig:
-    """Sizes of the offline `tiny` preset: a random-initialised Qwen2-Audio-architecture SALLM (steps/tiny_model.py)."""
+    """Sizes of the offline `tiny` preset, a random-initialised Qwen2-Audio-architecture SALLM (modeling/tiny.py)."""
 
     vocab_size: int = 600
     num_mel_bins: int = 80
@@ -253,7 +257,7 @@ class LoraSettings:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Which SALLM the pipeline trains and what of it trains (steps/model.py).
+    """Which SALLM the pipeline trains and what of it trains (steps/modeling/loading.py).
 
     `name_or_path` is `tiny` (the offline preset, built and pretrained by the pretrain stage), a local folder or a
     hub id (Granite Speech, Qwen2-Audio). `finetune: lora` trains LoRA adapters on the LLM; the freeze switches say
@@ -343,7 +347,7 @@ class SpecAugmentConfig:
 
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig:
-    """The pretrain stage (steps/pretrain.py): trains the tiny preset into a base that listens.
+    """The pretrain stage (steps/training/pretraining.py): trains the tiny preset into a base that listens.
 
     The budget is in optimiser steps (deterministic); the wall time it takes is measured and reported.
     """
@@ -374,7 +378,7 @@ class PretrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SftConfig:
-    """The sft stage (steps/sft.py): TRL's SFTTrainer on one task's train split, starting from models/base.
+    """The sft stage (steps/training/sft.py): TRL's SFTTrainer on one task's train split, starting from models/base.
 
     `max_steps` > 0 overrides `epochs`. Validation every `eval_every` optimiser steps on the first `eval_examples`
     of the validation split: loss, and BLEU with `eval_decoding` (`sampled`: the evaluation's decoding,
@@ -383,18 +387,18 @@ class SftConfig:
     Checkpoints go to `<paths.models>/.work/sft/<task>` (resumed after an interruption, deleted after success).
     """
 
-    lr: float = 1e-3
+    lr: float = 5e-4
     lr_scheduler: Literal["cosine", "linear", "constant_with_warmup", "cosine_with_min_lr"] = "cosine"
-    warmup_ratio: float = 0.05
+    warmup_ratio: float = 0.1
     epochs: float = 1.0
-    max_steps: int = -1
+    max_steps: int = 300
     batch_size: int = 16
     grad_accumulation: int = 1
-    weight_decay: float = 0.0
+    weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     train_limit: int | None = None
-    eval_every: int = 50
-    eval_examples: int = 64
+    eval_every: int = 75
+    eval_examples: int = 200
     eval_decoding: Literal["sampled", "greedy"] = "sampled"
     eval_batch_size: int = 32
     max_new_tokens: int = 48
@@ -426,7 +430,7 @@ class SftConfig:
 
 @dataclasses.dataclass(frozen=True)
 class GrpoConfig:
-    """The grpo and mpgrpo stages (steps/grpo.py): TRL's GRPOTrainer with audio, one task's train split.
+    """The grpo and mpgrpo stages (steps/training/grpo.py): TRL's GRPOTrainer with audio, one task's train split.
 
     `init` picks the starting model: `base` (the paper) or `sft` (models/sft/<task>). Each optimiser step samples
     `num_generations` completions for each of `prompts_per_step` prompts (per process). `loss_type` dapo normalises
@@ -447,23 +451,24 @@ class GrpoConfig:
     """
 
     init: Literal["base", "sft"] = "sft"
-    lr: float = 1e-5
+    lr: float = 2e-5
     lr_scheduler: Literal["constant", "constant_with_warmup", "cosine", "linear"] = "constant_with_warmup"
     warmup_ratio: float = 0.0
-    max_steps: int = 100
-    prompts_per_step: int = 4
+    max_steps: int = 20
+    prompts_per_step: int = 16
     num_generations: int = 8
     beta: float = 0.02
     temperature: float = 1.0
     top_p: float = 1.0
-    max_completion_length: int = 200
+    max_completion_length: int = 48
     loss_type: Literal["dapo", "grpo", "bnpo", "dr_grpo"] = "dapo"
     epsilon: float = 0.2
     epsilon_high: float | None = None
     scale_rewards: Literal["group", "batch", "none"] = "group"
-    advantage_std_floor: float | None = None
+    advantage_std_floor: float | None = 0.1
     reward_weights: dict[str, float] = dataclasses.field(default_factory=lambda: {"bleu": 1.0})
-    reward_options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    reward_options: dict[str, dict[str, Any]] = dataclasses.field(
+        default_factory=lambda: {"bleu": {"smooth_method": "none"}})
     num_off_policy: int = 0
     off_policy_source: str = "reference"
     off_policy_field: str = "greedy"
@@ -471,8 +476,8 @@ class GrpoConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     train_limit: int | None = None
-    eval_every: int = 20
-    eval_examples: int = 32
+    eval_every: int = 10
+    eval_examples: int = 200
     eval_decoding: Literal["sampled", "greedy"] = "sampled"
     eval_batch_size: int = 32
     max_new_tokens: int = 48
@@ -523,25 +528,26 @@ class GrpoConfig:
             out.append(f"vllm_gpu_memory_utilization: must be within (0, 1], got {self.vllm_gpu_memory_utilization}")
         if self.threads < 0:
             out.append(f"threads: must be >= 0 (0 = torch's default), got {self.threads}")
-        from steps.rewards import REWARDS  # the registry is the list of valid names
-
         for name, weight in self.reward_weights.items():
-            if name not in REWARDS:
-                close = _did_you_mean(name, sorted(REWARDS))
-                out.append(f"reward_weights.{name}: unknown reward; known: {sorted(REWARDS)}{close}")
+            if name not in REWARD_NAMES:
+                close = _did_you_mean(name, sorted(REWARD_NAMES))
+                out.append(f"reward_weights.{name}: unknown reward; known: {sorted(REWARD_NAMES)}{close}")
             elif weight < 0:
                 out.append(f"reward_weights.{name}: must be >= 0, got {weight}")
         if self.reward_weights and not any(w > 0 for w in self.reward_weights.values()):
             out.append("reward_weights: at least one weight must be > 0")
+        # Options of a known reward that has no weight are unused (the default's BLEU options stay valid when an
+        # ablation weights other rewards); an unknown name is a typo.
         for name in self.reward_options:
-            if name not in self.reward_weights:
-                out.append(f"reward_options.{name}: options for a reward without a weight in reward_weights")
+            if name not in REWARD_NAMES:
+                close = _did_you_mean(name, sorted(REWARD_NAMES))
+                out.append(f"reward_options.{name}: unknown reward; known: {sorted(REWARD_NAMES)}{close}")
         return out
 
 
 @dataclasses.dataclass(frozen=True)
 class EvaluateConfig:
-    """The evaluate stage (steps/evaluate.py): one model on one task's `split`.
+    """The evaluate stage (steps/evaluation/evaluate.py): one model on one task's `split`.
 
     Decoding: `sampled_runs` runs of the paper's sampling (top-p, temperature), reported as mean and std, plus greedy;
     the listening check decodes greedily again with every example's audio swapped for another's. `extra_models`
@@ -552,12 +558,12 @@ class EvaluateConfig:
 
     split: Literal["train", "validation", "test"] = "test"
     limit: int | None = None
-    sampled_runs: int = 3
+    sampled_runs: int = 2
     temperature: float = 0.9
     top_p: float = 0.9
     greedy: bool = True
     listening: bool = True
-    max_new_tokens: int = 64
+    max_new_tokens: int = 48
     batch_size: int = 32
     bleu_tokenize: str | None = None
     lowercase: bool = False
@@ -595,7 +601,7 @@ class EvaluateConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ReportConfig:
-    """The report stage (steps/report.py): tables, significance, listening check and plots over every evaluation.
+    """The report stage (steps/reporting/): tables, significance, listening check and plots over every evaluation.
 
     `bootstrap_samples` resamples for sacrebleu's paired bootstrap test (seeded with the top-level `seed`);
     `examples` example predictions per task in reports/examples.md (the same ids for every method); `why` the reason
@@ -621,7 +627,7 @@ class ReportConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SweepConfig:
-    """The seed sweep (steps/seeds.py, `dvc repro sweeps/dvc.yaml`): post-training repeated with other seeds.
+    """The seed sweep (training/seed_sweep.py, `dvc repro sweeps/dvc.yaml`): post-training repeated with other seeds.
 
     `seeds` are the extra seeds; the pipeline's own run (top-level `seed`) is the first seed of the summary, so
     three seeds cost two extra post-training runs. Each extra seed reruns sft, grpo and mpgrpo for every task from
@@ -629,7 +635,7 @@ class SweepConfig:
     """
 
     seeds: tuple[int, ...] = (1, 2)
-    sampled_runs: int = 0
+    sampled_runs: int = 1
 
     def problems(self) -> list[str]:
         out = []
@@ -665,7 +671,7 @@ class Config:
         return out
 
 
-# --------------------------------------------------------------------------------------------------- parsing
+# --- parsing ----------------------------------------------------------------------------------------------------------
 
 
 def _type_name(tp: Any) -> str:

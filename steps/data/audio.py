@@ -144,13 +144,6 @@ def load(path: str | Path | None, rate_out: int, limits: AudioLimits, data: byte
     return audio
 
 
-def from_array(array: np.ndarray, rate_in: int, rate_out: int, limits: AudioLimits, name: str) -> np.ndarray:
-    """The same as `load` for audio that a dataset library already decoded."""
-    audio = resample(to_mono(np.asarray(array, dtype=np.float32)), rate_in, rate_out)
-    check(audio, rate_out, limits, name)
-    return audio
-
-
 def write_wav(path: str | Path, audio: np.ndarray, rate: int) -> None:
     """16-bit PCM WAV."""
     sf.write(str(path), audio, rate, subtype="PCM_16")

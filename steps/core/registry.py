@@ -6,7 +6,7 @@ the folder (safetensors + processor files) becomes an MLflow pyfunc model of the
 answers prompts about audio:
 
     import pandas as pd
-    from steps.registry import load_registered
+    from steps.core.registry import load_registered
     model = load_registered("sqa", "grpo")                       # models:/speech-grpo-sqa-grpo/latest
     model.predict(pd.DataFrame({"prompt": ["Listen to the audio <|audio|> and answer the following question: "
                                            "what is said?"], "audio_path": ["clip.wav"]}))   # -> ["..."]
@@ -30,7 +30,7 @@ import mlflow
 import mlflow.pyfunc
 import pandas as pd
 
-from steps import tracking
+from steps.core import tracking
 
 MODEL_ARTIFACT = "model"  # the model folder's key in the pyfunc model's artifacts
 LOGGED_MODEL_NAME = "model"
@@ -40,7 +40,7 @@ PREDICT_BATCH_SIZE = 8
 # model in a subprocess and ask pip, which is slow and may reach for the network.
 PIP_REQUIREMENTS = ("torch==2.13.0", "transformers==5.23.0", "mlflow==3.17.2", "soundfile==0.14.0", "soxr==1.1.0",
                     "numpy>=1.26", "pandas", "pyyaml>=6.0")
-STEPS_DIR = Path(__file__).resolve().parent
+STEPS_DIR = Path(__file__).resolve().parents[1]  # the whole `steps` package travels with the model
 
 
 def registered_name(task: str, method: str) -> str:
@@ -48,7 +48,7 @@ def registered_name(task: str, method: str) -> str:
     return f"speech-grpo-{task}-{method}"
 
 
-# --------------------------------------------------------------------------------------------------- the pyfunc model
+# --- the pyfunc model -------------------------------------------------------------------------------------------------
 
 
 def model_settings(model_dir: Path) -> Any:
@@ -57,7 +57,7 @@ def model_settings(model_dir: Path) -> Any:
 
     import yaml
 
-    from steps.config import RESOLVED_CONFIG_NAME, ModelConfig
+    from steps.core.config import RESOLVED_CONFIG_NAME, ModelConfig
 
     resolved = model_dir / RESOLVED_CONFIG_NAME
     raw = yaml.safe_load(resolved.read_text()) if resolved.is_file() else None
@@ -70,7 +70,7 @@ def model_settings(model_dir: Path) -> Any:
 
 def read_audio(path: str | Path, rate: int) -> Any:
     """An audio file as mono float32 samples at `rate`."""
-    from steps.audio import decode, resample, to_mono
+    from steps.data.audio import decode, resample, to_mono
 
     audio, rate_in = decode(path)
     return resample(to_mono(audio), rate_in, rate)
@@ -94,16 +94,16 @@ def audio_inputs(frame: pd.DataFrame, rate: int) -> list[Any]:
 
 
 class SpeechPythonModel(mlflow.pyfunc.PythonModel):
-    """The saved SALLM folder, loaded with steps.model, answering (prompt, audio) rows by greedy decoding."""
+    """The saved SALLM folder, loaded with steps.modeling, answering (prompt, audio) rows by greedy decoding."""
 
     def load_context(self, context: Any) -> None:
-        from steps.model import load_model_and_processor
+        from steps.modeling.loading import load_model_and_processor
 
         model_dir = Path(context.artifacts[MODEL_ARTIFACT])
         self.model, self.processor = load_model_and_processor(model_dir, model_settings(model_dir))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> list[str]:
-        from steps.model import GenerationSettings, generate
+        from steps.modeling.generation import GenerationSettings, generate
 
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         if "prompt" not in frame.columns:
@@ -127,13 +127,13 @@ def signature() -> Any:
     return ModelSignature(inputs=inputs, outputs=Schema([ColSpec(DataType.string)]), params=params)
 
 
-# --------------------------------------------------------------------------------------------------- register / load
+# --- register / load --------------------------------------------------------------------------------------------------
 
 
 def register_model(run: Any, model_dir: Path, task: str, method: str) -> str | None:
     """Log `model_dir` to the stage's run as a pyfunc model and register it as speech-grpo-<task>-<method>.
 
-    `run` is the `StageRun` handle of `steps.tracking.stage_run`. Returns the new version's URI
+    `run` is the `StageRun` handle of `steps.core.tracking.stage_run`. Returns the new version's URI
     (`models:/speech-grpo-sqa-sft/3`), or None when tracking is off or failed (reported once; the stage goes on), and
     in every process of a multi-GPU launch but the first, and for the seed sweep's models.
     """

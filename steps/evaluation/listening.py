@@ -8,14 +8,12 @@ text prompt alone scores the same either way. The evaluate stage calls `score_li
 
 from __future__ import annotations
 
-import re
-import unicodedata
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from steps.model import GenerationSettings, generate
+from steps.evaluation.metrics import TASK_METRIC, task_score
+from steps.modeling.generation import GenerationSettings, generate
 
 # Columns that describe the audio itself and so travel with it when audio is swapped.
 AUDIO_COLUMNS = ("audio", "sampling_rate", "duration")
@@ -48,43 +46,6 @@ def swap_audio(dataset: Any, seed: int = 0) -> Any:
     from datasets import concatenate_datasets
 
     return concatenate_datasets([rest, moved], axis=1).select_columns(dataset.column_names)
-
-
-# --------------------------------------------------------------------------------------------------- metrics
-
-
-def normalize_for_wer(text: str) -> str:
-    """Lower case, no punctuation, single spaces: WER counts words, not formatting."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = re.sub(r"[^\w\s']", " ", text)
-    return " ".join(text.split())
-
-
-def word_error_rate(hypotheses: Sequence[str], references: Sequence[str]) -> float:
-    """Corpus WER in percent (total edits / total reference words)."""
-    import jiwer
-
-    refs = [normalize_for_wer(r) for r in references]
-    hyps = [normalize_for_wer(h) for h in hypotheses]
-    pairs = [(r, h) for r, h in zip(refs, hyps, strict=True) if r]
-    if not pairs:
-        raise ValueError("no non-empty references to score WER against")
-    return 100.0 * jiwer.wer([r for r, _ in pairs], [h for _, h in pairs])
-
-
-def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
-    """sacrebleu corpus BLEU (13a tokenisation, cased), 0-100."""
-    import sacrebleu
-
-    return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score)
-
-
-TASK_METRIC = {"asr": "wer", "ast": "bleu", "sqa": "bleu"}
-
-
-def task_score(task: str, hypotheses: Sequence[str], references: Sequence[str]) -> float:
-    metric = TASK_METRIC[task]
-    return word_error_rate(hypotheses, references) if metric == "wer" else corpus_bleu(hypotheses, references)
 
 
 def score_listening(model: Any, processor: Any, dataset: Any, task: str,

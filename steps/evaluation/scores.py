@@ -1,74 +1,35 @@
-"""Corpus metrics for the evaluate stage, computed by the libraries users trust; every score is on a 0-100 scale.
+"""Every corpus score of an evaluation, computed by the libraries users trust, on a 0-100 scale.
 
-- BLEU and chrF: sacrebleu corpus scores, with sacrebleu's signature (tokenizer, casing, smoothing, version).
+- BLEU and chrF: steps/evaluation/metrics.py (sacrebleu), with their signatures.
 - ROUGE-1/2/L F1: rouge-score. English uses its own tokenizer with the Porter stemmer (as ROUGE-1.5.5 `-m`); other
   languages use a Unicode tokenizer without stemming, because rouge-score's tokenizer deletes every non-ASCII letter
   (German "Größe" and "Grüße" would both become "gr e") and the Porter stemmer is English-only.
-- METEOR: nltk's meteor_score with WordNet 3.0 (see steps/wordnet.py), averaged over sentences, on text tokenised by
-  nltk's Treebank-style word tokenizer (the tokenizer of `word_tokenize`, which needs no data). Without WordNet it is
-  reported as `meteor: None` plus `meteor_skipped` with the reason and the fix, never as a number without synonyms.
+- METEOR: nltk's meteor_score with WordNet 3.0 (see steps/evaluation/wordnet.py), averaged over sentences, on text
+  tokenised by nltk's Treebank-style word tokenizer (the tokenizer of `word_tokenize`, which needs no data). Without
+  WordNet it is reported as `meteor: None` plus `meteor_skipped` with the reason and the fix, never as a number
+  without synonyms.
 - BERTScore-F1: only with a local model path and the `bert_score` package; otherwise skipped with the reason.
-- WER (jiwer) for transcription, after lowercasing and removing punctuation.
-- `paired_bootstrap`: sacrebleu's paired bootstrap resampling (the Moses test) between two systems.
+- WER (jiwer, steps/evaluation/metrics.py) for transcription tasks.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import re
-import unicodedata
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import jiwer
-from sacrebleu.metrics import BLEU, CHRF
-from sacrebleu.significance import PairedTest
+from sacrebleu.metrics import CHRF
 
-from steps import wordnet
+from steps.evaluation import wordnet
+from steps.evaluation.metrics import bleu_metric, check_pairs, wer
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 
-# --- input checks --------------------------------------------------------------------------------------------------
-
-
-def check_pairs(hypotheses: Sequence[str], references: Sequence[str]) -> None:
-    """Raise ValueError on a length mismatch, or on an empty reference (naming its index): no metric is defined."""
-    if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references: they must pair up")
-    if not references:
-        raise ValueError("no references: nothing to score")
-    for i, (hyp, ref) in enumerate(zip(hypotheses, references, strict=True)):
-        if not isinstance(hyp, str) or not isinstance(ref, str):
-            raise ValueError(f"pair {i}: hypothesis and reference must be strings, got {type(hyp)}, {type(ref)}")
-        if not ref.strip():
-            raise ValueError(f"reference {i} is empty: every example needs a reference text")
-
-
-# --- BLEU / chrF (sacrebleu) ---------------------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=32)
-def _sentence_bleu_metric(tokenize: str, lowercase: bool, smooth_method: str) -> BLEU:
-    # effective_order: sacrebleu.sentence_bleu's setting, so a short exact answer still scores 100.
-    return BLEU(tokenize=tokenize, lowercase=lowercase, smooth_method=smooth_method, effective_order=True)
-
-
-def sentence_bleu(
-    hyp: str, ref: str, *, tokenize: str = "13a", lowercase: bool = False, smooth_method: str = "exp"
-) -> float:
-    """Sentence BLEU (0-100) as `sacrebleu.sentence_bleu`, clipped to 100 (float sums give 100.00000000000004)."""
-    score = _sentence_bleu_metric(tokenize, lowercase, smooth_method).sentence_score(hyp, [ref]).score
-    return min(100.0, max(0.0, score))
-
-
 def _bleu_chrf(hyps: list[str], refs: list[str], lang: str, tokenize: str | None, lowercase: bool) -> dict[str, Any]:
-    # trg_lang picks sacrebleu's default tokenizer for the language (13a; zh, ja-mecab, ko-mecab) when none is given.
-    bleu = BLEU(tokenize=tokenize, lowercase=lowercase, trg_lang=lang)
+    bleu = bleu_metric(lang, tokenize, lowercase)
     chrf = CHRF(lowercase=lowercase)
     bleu_score = bleu.corpus_score(hyps, [refs])
     chrf_score = chrf.corpus_score(hyps, [refs])
@@ -80,7 +41,7 @@ def _bleu_chrf(hyps: list[str], refs: list[str], lang: str, tokenize: str | None
     }
 
 
-# --- ROUGE (rouge-score) -------------------------------------------------------------------------------------------
+# --- ROUGE (rouge-score) ----------------------------------------------------------------------------------------------
 
 
 class UnicodeTokenizer:
@@ -122,7 +83,7 @@ def _rouge(hyps: list[str], refs: list[str], lang: str, use_stemmer: bool | None
     return out
 
 
-# --- METEOR (nltk + WordNet) ---------------------------------------------------------------------------------------
+# --- METEOR (nltk + WordNet) ------------------------------------------------------------------------------------------
 
 
 @functools.lru_cache(maxsize=1)
@@ -160,7 +121,7 @@ def _meteor(hyps: list[str], refs: list[str], lang: str) -> dict[str, Any]:
     return out
 
 
-# --- BERTScore (optional) ------------------------------------------------------------------------------------------
+# --- BERTScore (optional) ---------------------------------------------------------------------------------------------
 
 
 def _bertscore(hyps: list[str], refs: list[str], lang: str, model: str | None) -> dict[str, Any]:
@@ -191,26 +152,7 @@ def _model_num_layers(model: str) -> int:
     return int(AutoConfig.from_pretrained(model).num_hidden_layers)
 
 
-# --- WER (jiwer) ---------------------------------------------------------------------------------------------------
-
-
-def normalise_text(text: str) -> str:
-    """Lowercase, drop punctuation, collapse whitespace: count words, not casing or commas (WER, exact match)"""
-    text = "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in text.lower())
-    return " ".join(text.split())
-
-
-def wer(hyps: Sequence[str], refs: Sequence[str]) -> float:
-    """Corpus word error rate in percent (jiwer), after `normalise_text` on both sides."""
-    check_pairs(hyps, refs)
-    norm_refs = [normalise_text(r) for r in refs]
-    for i, ref in enumerate(norm_refs):
-        if not ref:
-            raise ValueError(f"reference {i} has no words after normalisation: {refs[i]!r}")
-    return 100.0 * jiwer.wer(norm_refs, [normalise_text(h) for h in hyps])
-
-
-# --- all together --------------------------------------------------------------------------------------------------
+# --- all together -----------------------------------------------------------------------------------------------------
 
 
 def corpus_scores(
@@ -239,51 +181,3 @@ def corpus_scores(
     if with_wer:
         out["wer"] = wer(hyps, refs)
     return out
-
-
-# --- significance --------------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def _sacrebleu_seed(seed: int) -> Iterator[None]:
-    # sacrebleu's PairedTest reads its seed from SACREBLEU_SEED only (also for the baseline's confidence interval).
-    old = os.environ.get("SACREBLEU_SEED")
-    os.environ["SACREBLEU_SEED"] = str(seed)
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["SACREBLEU_SEED"]
-        else:
-            os.environ["SACREBLEU_SEED"] = old
-
-
-_PAIRED_METRICS: dict[str, Callable[[], Any]] = {"bleu": BLEU, "chrf": CHRF}
-
-
-def paired_bootstrap(
-    hyps_a: list[str], hyps_b: list[str], refs: list[str], metric: str = "bleu", n_samples: int = 1000,
-    seed: int = 12345,
-) -> dict[str, Any]:
-    """sacrebleu's paired bootstrap test of system b against baseline a (as `sacrebleu --paired-bs`).
-
-    Returns each system's corpus score, bootstrap mean and 95% CI (sacrebleu's half-width `ci`, and the interval
-    mean +- ci), and the p-value of b vs a (small: the difference is unlikely to be chance).
-    """
-    if metric not in _PAIRED_METRICS:
-        raise ValueError(f"metric must be one of {sorted(_PAIRED_METRICS)}, got {metric!r}")
-    check_pairs(hyps_a, refs)
-    check_pairs(hyps_b, refs)
-    with _sacrebleu_seed(seed):
-        test = PairedTest([("a", list(hyps_a)), ("b", list(hyps_b))], {metric: _PAIRED_METRICS[metric]()},
-                          references=[list(refs)], test_type="bs", n_samples=n_samples)
-        signatures, results = test()
-    (name,) = [key for key in results if key != "System"]
-    res_a, res_b = results[name]
-
-    def summary(res: Any) -> dict[str, float]:
-        return {"score": res.score, "mean": float(res.mean), "ci": float(res.ci),
-                "ci_low": float(res.mean - res.ci), "ci_high": float(res.mean + res.ci)}
-
-    return {"metric": metric, "a": summary(res_a), "b": summary(res_b), "p_value": float(res_b.p_value),
-            "n_samples": n_samples, "seed": seed, "signature": str(signatures[name])}

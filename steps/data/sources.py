@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steps.audio import exists as audio_exists
-from steps.config import SourceConfig
+from steps.core.config import SourceConfig
+from steps.data.audio import exists as audio_exists
 
 FIELDS: tuple[str, ...] = ("id", "audio", "text", "question", "answer", "translation", "speaker", "task")
 REQUIRED_BY_TASK: dict[str, tuple[str, ...]] = {
@@ -120,7 +120,7 @@ def _read_table(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise SourceError(f"missing file: {path}; check source.path and source.splits")
     if path.suffix == ".jsonl":
-        from steps.io import read_jsonl
+        from steps.core.io import read_jsonl
 
         return read_jsonl(path)
     delimiter = "\t" if path.suffix == ".tsv" else ","

@@ -24,7 +24,7 @@ Which run a stage logs into:
 Tracking never breaks a stage: any tracking error is reported loudly once (stderr + a warning) and the stage goes on
 without tracking. `SPEECH_GRPO_TRACKING=off` turns tracking off.
 
-    python -m steps.tracking uri     # print the resolved tracking URI (used by `python -m flows.mlflow_ui`)
+    python -m steps.core.tracking uri     # print the resolved tracking URI (used by `python -m flows.mlflow_ui`)
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from steps.config import RESOLVED_CONFIG_NAME, to_dict
+from steps.core.config import RESOLVED_CONFIG_NAME, to_dict
 
 ENV_ROOT = "SPEECH_GRPO_ROOT"
 ENV_RUN_ID = "SPEECH_GRPO_MLFLOW_RUN_ID"
@@ -74,7 +74,7 @@ def tracking_enabled() -> bool:
     return os.environ.get(ENV_TRACKING, "on").strip().lower() not in ("0", "off", "false", "no")
 
 
-# --------------------------------------------------------------------------------------------------- where
+# --- where ------------------------------------------------------------------------------------------------------------
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
@@ -135,7 +135,7 @@ def experiment_id(client: Any) -> str:
         return exp.experiment_id
 
 
-# --------------------------------------------------------------------------------------------------- which parent
+# --- which parent -----------------------------------------------------------------------------------------------------
 
 
 def invocation_key() -> str | None:
@@ -189,7 +189,7 @@ def in_seed_sweep() -> bool:
     return bool(os.environ.get(ENV_SWEEP_SEED))
 
 
-# --------------------------------------------------------------------------------------------------- the flow's API
+# --- the flow's API ---------------------------------------------------------------------------------------------------
 
 
 def start_pipeline_run(name: str, tags: Mapping[str, str] | None = None) -> str | None:
@@ -246,7 +246,7 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     return {prefix: text[:_MAX_PARAM_CHARS]}
 
 
-# --------------------------------------------------------------------------------------------------- the stages' API
+# --- the stages' API --------------------------------------------------------------------------------------------------
 
 
 class StageRun:
@@ -409,7 +409,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args[:1] == ["artifacts"]:
         print(artifact_root())
     else:
-        raise SystemExit("usage: python -m steps.tracking {uri|artifacts}")
+        raise SystemExit("usage: python -m steps.core.tracking {uri|artifacts}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,288 @@
+"""The comparison's numbers: scores tables, paired bootstrap significance, the listening check, curve summaries.
+
+`build_report` turns the evaluations (steps/reporting/evaluations.py) into report.json's data; everything shown in
+report.md and the README is rendered from it (steps/reporting/render.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from steps.core.config import Config
+from steps.evaluation.metrics import paired_bootstrap
+from steps.reporting.evaluations import LABELS, METHODS, Evaluation, number_or_none
+from steps.reporting.paper_settings import settings_vs_paper
+
+# The paper's columns (BLEU, BERTScore, ROUGE-1/2/L, METEOR) plus chrF, in the paper's order.
+TABLE_METRICS = (("bleu", "BLEU"), ("bertscore_f1", "BERTScore"), ("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"),
+                 ("rougeL", "ROUGE-L"), ("meteor", "METEOR"), ("chrf", "chrF"))
+# Where evaluate.py records why a metric was not computed (signatures.<prefix>_skipped).
+SKIP_KEYS = {"bertscore_f1": "bertscore_skipped", "meteor": "meteor_skipped"}
+# A model that listens loses most of its score when each example gets another example's audio.
+LISTENING_MAX_RATIO = 0.5
+ALPHA = 0.05
+
+
+# --- tables -----------------------------------------------------------------------------------------------------------
+
+
+def scores_table(evals: Mapping[str, Evaluation]) -> dict[str, Any]:
+    """Greedy scores per method, their relative change vs base (%), sampled mean/std, and skipped-metric reasons."""
+    greedy = {m: {key: number_or_none(e.metrics.get(key)) for key, _ in TABLE_METRICS} for m, e in evals.items()}
+    base = greedy.get("base", {})
+    relative = {m: {key: _relative(row[key], base.get(key)) for key, _ in TABLE_METRICS}
+                for m, row in greedy.items() if m != "base"}
+    sampled = {}
+    for m, e in evals.items():
+        mean = {key: number_or_none(e.metrics.get(f"{key}_sampled_mean")) for key, _ in TABLE_METRICS}
+        std = {key: number_or_none(e.metrics.get(f"{key}_sampled_std")) for key, _ in TABLE_METRICS}
+        sampled[m] = {"runs": (e.metrics.get("sampled") or {}).get("runs"), "mean": mean, "std": std}
+    skipped: dict[str, str] = {}
+    for key, skip_key in SKIP_KEYS.items():
+        for e in evals.values():
+            reason = (e.metrics.get("signatures") or {}).get(skip_key)
+            if e.metrics.get(key) is None and reason:
+                skipped.setdefault(key, reason)
+    n = {m: e.metrics.get("n") for m, e in evals.items()}
+    return {"greedy": greedy, "relative_to_base_pct": relative, "sampled": sampled, "skipped": skipped, "n": n}
+
+
+def _relative(value: float | None, base: float | None) -> float | None:
+    if value is None or base is None or base == 0:
+        return None
+    return 100.0 * (value - base) / base
+
+
+# --- significance -----------------------------------------------------------------------------------------------------
+
+
+def paired_by_id(a: Evaluation, b: Evaluation, decoding: str = "greedy") -> tuple[list[str], list[str], list[str]]:
+    """Hypotheses of a and b and the references, aligned by example id (in a's order).
+
+    decoding "greedy": one greedy hypothesis per example. "sampled" (the paper's decoding): the sampled runs pooled,
+    run r of a paired with run r of b for every example (as many runs as both have), the references repeated, so the
+    bootstrap resamples over examples and sampling noise together.
+    Raises ValueError naming both files when they do not hold the same examples (ids or references differ).
+    """
+    rows = {}
+    for ev in (a, b):
+        if ev.predictions is None:
+            raise FileNotFoundError(f"{ev.predictions_path} is missing: rerun the evaluate stage of {ev.method}")
+        by_id = {}
+        for i, row in enumerate(ev.predictions):
+            if decoding == "greedy" and "greedy" not in row:
+                raise ValueError(f"{ev.predictions_path}: row {i} has no greedy hypothesis (evaluate.greedy: false?); "
+                                 "significance uses the greedy outputs")
+            if row["id"] in by_id:
+                raise ValueError(f"{ev.predictions_path}: example id {row['id']!r} appears twice")
+            by_id[row["id"]] = row
+        rows[ev.method] = by_id
+    ids_a, ids_b = rows[a.method], rows[b.method]
+    only_a, only_b = sorted(set(ids_a) - set(ids_b)), sorted(set(ids_b) - set(ids_a))
+    if only_a or only_b:
+        raise ValueError(f"{a.predictions_path} and {b.predictions_path} do not hold the same examples: "
+                         f"{len(only_a)} ids only in the first {only_a[:3]}, {len(only_b)} only in the second "
+                         f"{only_b[:3]}; evaluate both on the same split and evaluate.limit")
+    for ex_id, row in ids_a.items():
+        if row["reference"] != ids_b[ex_id]["reference"]:
+            raise ValueError(f"{a.predictions_path} and {b.predictions_path}: example {ex_id!r} has different "
+                             f"references ({row['reference']!r} vs {ids_b[ex_id]['reference']!r}); were they "
+                             "evaluated on the same prepared data?")
+    order = list(ids_a)
+    if decoding == "greedy":
+        return ([ids_a[i]["greedy"] for i in order], [ids_b[i]["greedy"] for i in order],
+                [ids_a[i]["reference"] for i in order])
+    runs = sampled_runs_in(a, b)
+    return ([ids_a[i]["sampled"][r] for r in range(runs) for i in order],
+            [ids_b[i]["sampled"][r] for r in range(runs) for i in order],
+            [ids_a[i]["reference"] for _ in range(runs) for i in order])
+
+
+def sampled_runs_in(*evals: Evaluation) -> int:
+    """How many sampled runs every example of every evaluation has (0 when any has none)."""
+    counts = [len(row.get("sampled") or []) for ev in evals for row in (ev.predictions or [])]
+    return min(counts) if counts else 0
+
+
+def comparisons(present: Sequence[str]) -> list[tuple[str, str]]:
+    """(baseline, system) pairs: each method against the previous one present, and MP-GRPO against SFT."""
+    chain = [m for m in METHODS if m in present]
+    pairs = list(itertools.pairwise(chain))
+    if "mpgrpo" in present and "sft" in present and ("sft", "mpgrpo") not in pairs:
+        pairs.append(("sft", "mpgrpo"))
+    return pairs
+
+
+def significance(a: Evaluation, b: Evaluation, n_samples: int, seed: int, decoding: str = "greedy"
+                 ) -> dict[str, Any]:
+    """Paired bootstrap (sacrebleu, BLEU) of system b against baseline a, with a plain-words verdict."""
+    hyps_a, hyps_b, refs = paired_by_id(a, b, decoding)
+    test = paired_bootstrap(hyps_a, hyps_b, refs, metric="bleu", n_samples=n_samples, seed=seed)
+    delta = test["b"]["score"] - test["a"]["score"]
+    p_value, note = test["p_value"], None
+    # sacrebleu counts resampled differences strictly above the observed one and adds 1, so two systems with no
+    # difference at all get p = 1/(n+1), "significant": no observed difference is never evidence of one.
+    if hyps_a == hyps_b or abs(delta) < 1e-9:
+        p_value, note = 1.0, f"no observed difference; sacrebleu's raw p-value {test['p_value']:.4f} replaced by 1"
+    significant = p_value < ALPHA
+    return {"baseline": a.method, "system": b.method, "metric": "bleu", "decoding": decoding, "n": len(refs),
+            "baseline_bleu": test["a"]["score"], "system_bleu": test["b"]["score"], "delta": delta,
+            "baseline_ci95": [test["a"]["ci_low"], test["a"]["ci_high"]],
+            "system_ci95": [test["b"]["ci_low"], test["b"]["ci_high"]],
+            "p_value": p_value, "significant": significant, "verdict": verdict(a.method, b.method, delta, p_value),
+            "note": note, "n_samples": n_samples, "seed": seed, "signature": test["signature"]}
+
+
+def verdict(baseline: str, system: str, delta: float, p_value: float) -> str:
+    if p_value >= ALPHA:
+        return f"not significant (p >= {ALPHA})"
+    direction = "higher" if delta > 0 else "lower"
+    return f"significant at p<{ALPHA}: {LABELS[system]} {direction} than {LABELS[baseline]}"
+
+
+def task_significance(evals: Mapping[str, Evaluation], n_samples: int, seed: int, decoding: str = "greedy"
+                      ) -> list[dict[str, Any]]:
+    """Every comparison's test on `decoding` outputs (sampled: only where both methods have sampled runs)."""
+    out = []
+    for a, b in comparisons(list(evals)):
+        missing = [evals[m].predictions_path for m in (a, b) if evals[m].predictions is None]
+        if missing:
+            out.append({"baseline": a, "system": b, "decoding": decoding,
+                        "skipped": f"no predictions file: {', '.join(map(str, missing))}"})
+        elif decoding == "sampled" and not sampled_runs_in(evals[a], evals[b]):
+            out.append({"baseline": a, "system": b, "decoding": decoding,
+                        "skipped": "no sampled runs (evaluate.sampled_runs: 0)"})
+        else:
+            out.append(significance(evals[a], evals[b], n_samples, seed, decoding))
+    return out
+
+
+# --- listening --------------------------------------------------------------------------------------------------------
+
+
+def listening_rows(evals: Mapping[str, Evaluation]) -> list[dict[str, Any]]:
+    """Per method: BLEU with real and with swapped audio, the gap, the gain over base with each, and a flag.
+
+    A gain is a speech result only if swapped-audio BLEU stays far below real-audio BLEU and the gain over base
+    shrinks when the audio is swapped; a swapped BLEU above half the real one is flagged.
+    """
+    base = evals.get("base")
+    base_real = number_or_none(base.metrics.get("bleu")) if base else None
+    base_swapped = number_or_none(base.metrics.get("bleu_swapped")) if base else None
+    base_sampled = number_or_none(base.metrics.get("bleu_sampled_mean")) if base else None
+    base_swapped_sampled = number_or_none(base.metrics.get("bleu_swapped_sampled")) if base else None
+    rows = []
+    for method, ev in evals.items():
+        real, swapped = number_or_none(ev.metrics.get("bleu")), number_or_none(ev.metrics.get("bleu_swapped"))
+        # The same check on the paper's decoding: the sampled mean with the real audio, one sampled run swapped.
+        sampled, swapped_sampled = number_or_none(ev.metrics.get("bleu_sampled_mean")), number_or_none(ev.metrics.get(
+            "bleu_swapped_sampled"))
+        row: dict[str, Any] = {"method": method, "bleu": real, "bleu_swapped": swapped,
+                               "gap": _diff(real, swapped), "gain_real": None, "gain_swapped": None,
+                               "bleu_sampled": sampled, "bleu_swapped_sampled": swapped_sampled,
+                               "gap_sampled": _diff(sampled, swapped_sampled), "gain_real_sampled": None,
+                               "gain_swapped_sampled": None}
+        if method != "base":
+            row["gain_real"], row["gain_swapped"] = _diff(real, base_real), _diff(swapped, base_swapped)
+            row["gain_real_sampled"] = _diff(sampled, base_sampled)
+            row["gain_swapped_sampled"] = _diff(swapped_sampled, base_swapped_sampled)
+        row["flagged"] = bool(real is not None and swapped is not None and swapped > LISTENING_MAX_RATIO * real)
+        row["verdict"] = listening_verdict(row)
+        rows.append(row)
+    return rows
+
+
+def _diff(x: float | None, y: float | None) -> float | None:
+    return None if x is None or y is None else x - y
+
+
+def listening_verdict(row: Mapping[str, Any]) -> str:
+    label = LABELS[row["method"]]
+    if row["bleu_swapped"] is None or row["bleu"] is None:
+        return f"{label}: no swapped-audio score (evaluate.listening: false?); listening not checked"
+    if row["flagged"]:
+        return (f"{label}: FLAG: swapped-audio BLEU {row['bleu_swapped']:.2f} is more than half of real-audio BLEU "
+                f"{row['bleu']:.2f}: the scores may come from the text prompt rather than the audio")
+    if row["method"] == "base":
+        return f"{label}: listens (swapped-audio BLEU {row['bleu_swapped']:.2f} vs {row['bleu']:.2f})"
+    gain_real, gain_swapped = row["gain_real"], row["gain_swapped"]
+    if gain_real is None or gain_swapped is None:
+        return f"{label}: no base scores to compare with"
+    if gain_real <= 0:
+        return f"{label}: no gain over Base with real audio ({gain_real:+.2f} BLEU)"
+    if gain_swapped < gain_real:
+        return (f"{label}: speech result: the gain over Base shrinks from {gain_real:+.2f} (real audio) to "
+                f"{gain_swapped:+.2f} BLEU (swapped audio)")
+    return (f"{label}: not a speech result: the gain over Base does not shrink with swapped audio "
+            f"({gain_real:+.2f} real vs {gain_swapped:+.2f} swapped)")
+
+
+# --- curves and the whole report --------------------------------------------------------------------------------------
+
+
+def curve_summary(curve: Mapping[str, Sequence[float | None]]) -> dict[str, Any]:
+    """Logged points, and per training signal the mean of its first and last tenth of logged values."""
+    steps = [s for s in curve.get("step", []) if s is not None]
+    out: dict[str, Any] = {"points": len(steps), "last_step": int(max(steps)) if steps else None}
+    for col in ("reward", "kl", "completion_length", "entropy", "clip_ratio", "frac_reward_zero_std",
+                "reward_on_policy", "reward_off_policy", "eval_loss"):
+        values = [v for v in curve.get(col, []) if v is not None]
+        if values:
+            k = max(1, len(values) // 10)
+            out[col] = {"first": statistics.fmean(values[:k]), "last": statistics.fmean(values[-k:])}
+    points = [(s, v) for s, v in zip(curve.get("step", []), curve.get("val_bleu", []), strict=False)
+              if s is not None and v is not None]
+    if points:
+        step, best = max(points, key=lambda p: p[1])
+        out["best_val_bleu"] = {"step": int(step), "bleu": best}
+    return out
+
+
+def pick_examples(evals: Mapping[str, Evaluation], k: int, seed: int) -> list[str]:
+    """k example ids every method with predictions has, drawn with `seed`, in the first file's order."""
+    files = [e.predictions for e in evals.values() if e.predictions is not None]
+    if not files or k <= 0:
+        return []
+    common = set.intersection(*({r["id"] for r in rows} for rows in files))
+    order = [r["id"] for r in files[0] if r["id"] in common]
+    chosen = set(random.Random(seed).sample(sorted(common), min(k, len(common))))
+    return [i for i in order if i in chosen]
+
+
+def build_report(evaluations: Mapping[str, Mapping[str, Evaluation]],
+                 curves: Mapping[str, Mapping[str, Mapping[str, Sequence[float | None]]]], cfg: Config, *,
+                 n_samples: int, seed: int, n_examples: int = 5, inputs: Sequence[str] = ()) -> dict[str, Any]:
+    """Everything report.md shows, as data (report.json); the markdown and the README table are rendered from it."""
+    report: dict[str, Any] = {"methods": list(METHODS), "tasks": {}, "bootstrap": {"metric": "bleu", "hypotheses":
+                              "greedy", "n_samples": n_samples, "seed": seed, "alpha": ALPHA},
+                              "listening_max_ratio": LISTENING_MAX_RATIO}
+    for task, evals in evaluations.items():
+        present = [m for m in METHODS if m in evals]
+        entry: dict[str, Any] = {"present": present, "missing": [m for m in METHODS if m not in evals]}
+        if present:
+            entry |= {"scores": scores_table(evals), "significance": task_significance(evals, n_samples, seed),
+                      "significance_sampled": task_significance(evals, n_samples, seed, "sampled"),
+                      "listening": listening_rows(evals),
+                      "predictions_missing": [m for m in present if evals[m].predictions is None],
+                      "example_ids": pick_examples(evals, n_examples, seed)}
+        entry["curves"] = {m: curve_summary(c) for m, c in curves.get(task, {}).items()}
+        report["tasks"][task] = entry
+    report["settings"] = settings_vs_paper(cfg)
+    report["inputs"] = list(inputs)
+    return _rounded(report)
+
+
+def _rounded(data: Any) -> Any:
+    """Floats to 6 significant digits: readable JSON that keeps small values (a KL of 3e-4, an lr of 1e-6, p-values)."""
+    if isinstance(data, Mapping):
+        return {k: _rounded(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_rounded(v) for v in data]
+    if isinstance(data, float) and math.isfinite(data):
+        return float(f"{data:.6g}")
+    return data

@@ -1,0 +1,532 @@
+"""GRPO with a BLEU reward on one task, and mixed-policy GRPO (off-policy samples such as the reference in each group),
+on TRL's GRPOTrainer (pinned: trl 1.16.0, whose internals are overridden below); the grpo and mpgrpo stages.
+
+Starts from models/sft/<task> or models/base (`grpo.init`) and trains on data/prepared/<task>/train. Settings come
+from the `grpo` section (`mpgrpo` = `grpo` plus what it overrides, see steps/core/config.py). Rewards are the
+weighted sum of steps/training/rewards.py's registry (default: sentence BLEU / 100, the paper's).
+
+Why a subclass: TRL 1.16 hands the processor's audio tensors to `generate()` only; the old-policy, reference and loss
+passes would score the audio placeholder tokens without the audio (measured: the encoder got no gradient). Here the
+audio reaches every pass: `_tokenize_prompts` runs our processor on prompt + audio, the audio tensors ride along in the
+batch TRL shuffles and splits, and `_get_per_token_logps_and_entropies` passes them to the model. `_compute_loss` is
+ours too, because mixed-policy tokens need their own ratio: TRL has no reference-in-the-group mixing.
+
+Mixed policy (LUFFY, arXiv 2504.14945): the last `num_off_policy` completions of each group are replaced by the
+off-policy text + EOS before rewards are computed, so rewards and advantages are normalised over the joint group. In
+the loss those tokens use behaviour probability 1 (ratio = pi_theta), no clipping, optionally shaped by
+f(x) = x / (x + gamma); the KL term covers on-policy tokens only (its estimator assumes tokens sampled from the policy).
+An off-policy text longer than `max_completion_length` tokens is never truncated (a cut reference would be rewarded
+as a worse answer): that example keeps its on-policy sample and `offpolicy/too_long` counts it.
+
+Every `eval_every` steps: BLEU (`eval_decoding`: the evaluation's sampled decoding, or greedy) on the first
+`eval_examples` validation examples; the checkpoint kept is the best on it. Checkpoints in
+models/.work/<method>/<task> (resumed after an interruption when the config is the same).
+A non-finite loss or gradient stops the run before the optimiser step (NonFiniteLossError). Per-step MLflow metrics:
+reward mean/std and per component, on- and off-policy reward, KL, entropy, completion length, clip ratio, the fraction
+of groups with zero reward variance.
+
+Outputs (the shared skeleton, steps/training/runner.py, saves and registers the model): models/<method>/<task>
+(safetensors model + processor + resolved params), metrics/<method>/<task>.train.json and
+metrics/<method>/<task>.curve.csv (per-step training curve), written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import nanstd
+
+from steps.core.config import Config, GrpoConfig
+from steps.core.io import atomic_write_text, read_jsonl
+from steps.core.tracking import StageRun
+from steps.evaluation.metrics import corpus_bleu
+from steps.modeling.batches import encode_prompts
+from steps.modeling.encoder_speedups import encode_each_clip_once
+from steps.modeling.families import FamilyAdapter, adapter_for, get_submodule
+from steps.modeling.generation import GenerationSettings, generate
+from steps.training.checkpoints import save_in_model_layout, write_validation_history
+from steps.training.rewards import weighted_reward
+from steps.training.runner import (
+    NonFiniteGuard,
+    StepMetrics,
+    TrainerInputs,
+    TrainingJob,
+    TrainResult,
+    run_training,
+    validation_settings,
+)
+
+METHODS = ("grpo", "mpgrpo")
+CURVE_COLUMNS = ("step", "reward", "reward_std", "kl", "entropy", "completion_length", "clip_ratio",
+                 "frac_reward_zero_std", "reward_on_policy", "reward_off_policy", "val_bleu")
+# TRL log key -> curve column
+CURVE_KEYS = {"reward": "reward", "reward_std": "reward_std", "kl": "kl", "entropy": "entropy",
+              "completions/mean_length": "completion_length", "clip_ratio/region_mean": "clip_ratio",
+              "frac_reward_zero_std": "frac_reward_zero_std", "rewards/on_policy/mean": "reward_on_policy",
+              "rewards/off_policy/mean": "reward_off_policy", "eval_bleu": "val_bleu"}
+
+
+# --- the loss ---------------------------------------------------------------------------------------------------------
+
+
+def floored_advantages(rewards_per_func: torch.Tensor, weights: torch.Tensor, group: int, floor: float
+                       ) -> torch.Tensor:
+    """(r - group mean) / max(group std, floor) for every row (TRL's weighted sum, nan-aware mean and std)."""
+    unscorable = torch.isnan(rewards_per_func).all(dim=1)
+    rewards = (rewards_per_func * weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)
+    rewards[unscorable] = torch.nan
+    grouped = rewards.view(-1, group)
+    mean = torch.nanmean(grouped, dim=1).repeat_interleave(group)
+    std = nanstd(grouped, dim=1).repeat_interleave(group)
+    return torch.nan_to_num((rewards - mean) / std.clamp(min=floor), nan=0.0)
+
+
+def policy_token_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor,
+                      off_policy: torch.Tensor, epsilon_low: float, epsilon_high: float,
+                      shaping_gamma: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token policy-gradient loss (B, T) and the on-policy clipped mask.
+
+    On-policy tokens: PPO's clipped surrogate, -min(r A, clip(r, 1 - eps_low, 1 + eps_high) A), r = pi / pi_old.
+    Off-policy rows (`off_policy` (B,) bool): behaviour probability 1, so r = pi_theta; never clipped (LUFFY), and
+    with `shaping_gamma` the ratio becomes pi / (pi + gamma), which keeps learning from low-probability tokens.
+    `advantages` is (B,) or (B, 1).
+    """
+    adv = advantages.view(-1, 1)
+    ratio = torch.exp(logps - old_logps)
+    clipped = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)
+    on_loss = -torch.min(ratio * adv, clipped * adv)
+    prob = torch.exp(logps)
+    shaped = prob if shaping_gamma is None else prob / (prob + shaping_gamma)
+    off_loss = -shaped * adv
+    off = off_policy.view(-1, 1).to(torch.bool)
+    is_clipped = (((ratio < 1 - epsilon_low) & (adv < 0)) | ((ratio > 1 + epsilon_high) & (adv > 0))) & ~off
+    return torch.where(off, off_loss, on_loss), is_clipped
+
+
+def off_policy_positions(n_local: int, process_index: int, num_generations: int, num_off_policy: int) -> list[bool]:
+    """Which local rows get an off-policy sample: the last `num_off_policy` of every group of `num_generations`.
+
+    TRL lays groups out contiguously over the global batch (process 0's rows first); its reward normalisation relies
+    on that, and so does this.
+    """
+    start = process_index * n_local
+    return [(start + i) % num_generations >= num_generations - num_off_policy for i in range(n_local)]
+
+
+# --- off-policy texts -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OffPolicySource:
+    """Where an example's off-policy text comes from: its reference, or another model's recorded output."""
+
+    kind: str  # "reference" | a JSONL path
+    texts: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, gcfg: GrpoConfig, root: Path) -> OffPolicySource:
+        if gcfg.off_policy_source == "reference":
+            return cls("reference")
+        path = Path(gcfg.off_policy_source).expanduser()
+        path = path if path.is_absolute() else root / path
+        if not path.is_file():
+            raise FileNotFoundError(f"off_policy_source {path} does not exist: give a JSONL of recorded outputs "
+                                    "(e.g. metrics/<model>/<task>.predictions.jsonl) or `reference`")
+        texts: dict[str, str] = {}
+        for i, row in enumerate(read_jsonl(path)):
+            if "id" not in row or gcfg.off_policy_field not in row:
+                raise ValueError(f"{path}: line {i + 1} lacks `id` or `{gcfg.off_policy_field}` "
+                                 "(set off_policy_field to the column holding the text)")
+            texts[str(row["id"])] = str(row[gcfg.off_policy_field])
+        return cls(str(path), texts)
+
+    def text_for(self, row: dict[str, Any]) -> str:
+        if self.kind == "reference":
+            return str(row["reference"])
+        key = str(row["id"])
+        if key not in self.texts:
+            raise KeyError(f"{self.kind} has no output for example {key!r}: record outputs for every training "
+                           "example, or use off_policy_source: reference")
+        return self.texts[key]
+
+
+# --- the trainer ------------------------------------------------------------------------------------------------------
+
+
+class AudioGRPOTrainer(GRPOTrainer):
+    """TRL's GRPOTrainer with the audio carried through every pass, and mixed-policy groups (module docstring)."""
+
+    def __init__(self, *args: Any, adapter: FamilyAdapter, off_policy: OffPolicySource | None = None,
+                 num_off_policy: int = 0, shaping_gamma: float | None = None,
+                 advantage_std_floor: float | None = None, validation: Any = None,
+                 validation_settings: GenerationSettings | None = None, validation_seed: int = 0,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.adapter = adapter
+        self.off_policy = off_policy
+        self.num_off_policy = num_off_policy
+        self.shaping_gamma = shaping_gamma
+        self.validation = validation
+        self.validation_settings = validation_settings or GenerationSettings()
+        self.validation_seed = validation_seed
+        self.advantage_std_floor = advantage_std_floor
+        self._all_rewards: torch.Tensor | None = None
+        self._rows: list[dict[str, Any]] = []
+        self._audio_fields: dict[str, torch.Tensor] | None = None
+        self._off_mask: list[bool] = []
+        if self.use_vllm and self.vllm_mode != "colocate":
+            raise ValueError("grpo.use_vllm with vllm_mode=server cannot carry the audio to the server: use "
+                             "vllm_mode: colocate")
+        for model in (self.model, getattr(self, "ref_model", None)):  # a group's G rows share one clip
+            if model is not None:
+                encode_each_clip_once(get_submodule(self.accelerator.unwrap_model(model), adapter.encoder))
+
+    # -- audio in ----------------------------------------------------------------------------------------
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        self._rows = list(inputs)
+        try:
+            output = super()._generate_and_score_completions(inputs)
+            device = self.accelerator.device
+            if self.advantage_std_floor is not None and self.model.training:
+                output["advantages"] = floored_advantages(
+                    self._all_rewards, self.reward_weights, self.num_generations, self.advantage_std_floor,
+                )[self.accelerator.process_index * len(inputs):(self.accelerator.process_index + 1) * len(inputs)]
+            output.update({k: v.to(device) for k, v in (self._audio_fields or {}).items()})
+            output["off_policy_mask"] = torch.tensor(self._off_mask or [False] * len(inputs), device=device)
+            return output
+        finally:
+            self._rows, self._audio_fields = [], None
+
+    def _tokenize_prompts(self, prompts: list[Any]) -> tuple[list[list[int]], None, dict[str, torch.Tensor]]:
+        audios = [row["audio"] for row in self._rows]
+        batch = encode_prompts(self.processing_class, self.adapter, prompts, audios,
+                               ids=[row.get("id") for row in self._rows])
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        prompt_ids = [row[m.bool()].tolist() for row, m in zip(ids, mask, strict=True)]
+        self._audio_fields = {k: batch[k] for k in self.adapter.feature_keys if k in batch}
+        return prompt_ids, None, dict(self._audio_fields)
+
+    def _generate_single_turn(self, prompt_ids: Any, images: Any, multimodal_fields: Any,
+                              num_generations: int, has_tool_images: bool = False) -> Any:
+        if not self.use_vllm:
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                 has_tool_images)
+        # vLLM colocate (GPU only, not exercised here): TRL passes token ids and images; add each row's audio.
+        llm = self.vllm_generation.llm
+        rate = self.processing_class.feature_extractor.sampling_rate
+        audios = [row["audio"] for row in self._rows]
+        original = llm.generate
+
+        def generate_with_audio(requests: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
+            for request, audio in zip(requests, audios, strict=True):
+                request["multi_modal_data"] = {"audio": (audio, rate)}
+            return original(requests, *args, **kwargs)
+
+        llm.generate = generate_with_audio
+        try:
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                 has_tool_images)
+        finally:
+            del llm.generate
+
+    def _get_per_token_logps_and_entropies(self, model: Any, input_ids: torch.Tensor,
+                                           attention_mask: torch.Tensor, logits_to_keep: int,
+                                           batch_size: int | None = None, compute_entropy: bool = False,
+                                           compute_aux_loss: bool = False, **extra: Any) -> Any:
+        # Inside TRL's scoring the audio is not passed: take it from the batch being scored.
+        audio = {k: extra[k] for k in self.adapter.feature_keys if extra.get(k) is not None}
+        if not audio and self._audio_fields is not None:
+            audio = {k: v.to(input_ids.device) for k, v in self._audio_fields.items()}
+        if not audio:
+            raise RuntimeError("no audio features reached the log-prob pass: the model would score the audio "
+                               "placeholders without the audio")
+        for key, value in audio.items():
+            if value.size(0) != input_ids.size(0):
+                raise RuntimeError(f"{key} has {value.size(0)} rows for {input_ids.size(0)} sequences")
+        batch_size = batch_size or input_ids.size(0)
+        logps, entropies = [], []
+        for start in range(0, input_ids.size(0), batch_size):
+            end = start + batch_size
+            ids, mask = input_ids[start:end], attention_mask[start:end]
+            labels = ids.masked_fill(mask == 0, -100)
+            labels[:, :-logits_to_keep] = -100
+            with self.accelerator.autocast():
+                out = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True,
+                            **{k: v[start:end] for k, v in audio.items()})
+            logps.append(out.log_probs[:, -logits_to_keep:])
+            if compute_entropy:
+                entropies.append(out.entropy[:, -logits_to_keep:])
+        return torch.cat(logps), (torch.cat(entropies) if compute_entropy else None), None
+
+    # -- mixed policy ------------------------------------------------------------------------------------
+    def _generate(self, prompts: list[Any]) -> Any:
+        out = list(super()._generate(prompts))
+        n = len(prompts)
+        self._off_mask = [False] * n
+        if self.num_off_policy == 0 or not self.model.training or self.off_policy is None:
+            return tuple(out)
+        completion_ids, completions, logprobs = out[1], out[3], out[4]
+        mask = off_policy_positions(n, self.accelerator.process_index, self.num_generations,
+                                    self.num_off_policy)
+        tok = self.processing_class.tokenizer
+        too_long = 0
+        for i in (i for i, off in enumerate(mask) if off):
+            ids = tok(self.off_policy.text_for(self._rows[i]), add_special_tokens=False)["input_ids"]
+            ids = [*ids, tok.eos_token_id]
+            if len(ids) > self.max_completion_length:
+                mask[i] = False
+                too_long += 1
+                continue
+            completion_ids[i] = ids
+            completions[i] = tok.decode(ids, skip_special_tokens=True)
+            if logprobs is not None:
+                logprobs[i] = [0.0] * len(ids)  # behaviour probability 1
+        self._off_mask = mask
+        self._metrics["train"]["offpolicy/too_long"].append(float(too_long))
+        self._metrics["train"]["offpolicy/fraction"].append(sum(mask) / max(n, 1))
+        return tuple(out)
+
+    def _calculate_rewards(self, inputs: Any, prompts: Any, completions: Any, completion_ids_list: Any) -> Any:
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._all_rewards = rewards_per_func  # every process's rows, for advantages with a std floor
+        if self.num_off_policy and self.model.training:
+            local = torch.tensor(self._off_mask or [False] * len(prompts), device=rewards_per_func.device)
+            off = self.accelerator.gather(local).bool()
+            weights = self.reward_weights.to(rewards_per_func.device)
+            total = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)
+            for name, rows in (("on_policy", ~off), ("off_policy", off)):
+                if rows.any():
+                    self._metrics["train"][f"rewards/{name}/mean"].append(total[rows].mean().item())
+        return rewards_per_func
+
+    def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
+        prompt_ids, completion_ids = inputs["prompt_ids"], inputs["completion_ids"]
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+        mask = inputs["completion_mask"].float()
+        logps, entropies, _ = self._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, completion_ids.size(1), compute_entropy=True,
+            **{k: inputs[k] for k in self.adapter.feature_keys if k in inputs})
+        old = inputs.get("old_per_token_logps")
+        old = logps.detach() if old is None else old
+        off = inputs.get("off_policy_mask", torch.zeros(logps.size(0), dtype=torch.bool, device=logps.device))
+        token_loss, is_clipped = policy_token_loss(logps, old, inputs["advantages"], off, self.epsilon_low,
+                                                   self.epsilon_high, self.shaping_gamma)
+        if "importance_sampling_ratio" in inputs:  # TRL's vLLM sampling correction, on-policy rows only
+            ratio = inputs["importance_sampling_ratio"]
+            token_loss = torch.where(off.view(-1, 1), token_loss, token_loss * ratio)
+        on_mask = mask * (~off).float().view(-1, 1)
+        if self.beta != 0.0:
+            ref = inputs["ref_per_token_logps"]
+            kl = torch.exp(ref - logps) - (ref - logps) - 1
+            token_loss = token_loss + self.beta * kl * (~off).float().view(-1, 1)
+        loss = self._normalise(token_loss, mask)
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["entropy"].append(self._global_mean(entropies, mask))
+        self._metrics[mode]["clip_ratio/region_mean"].append(self._global_mean(is_clipped.float(), on_mask))
+        if self.beta != 0.0:
+            self._metrics[mode]["kl"].append(self._global_mean(kl, on_mask))
+        if off.any():
+            self._metrics[mode]["offpolicy/token_prob"].append(
+                self._global_mean(torch.exp(logps.detach()), mask * off.float().view(-1, 1)))
+        return loss
+
+    def _normalise(self, token_loss: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """TRL's normalisations, by loss_type (dapo: over every completion token of the generation batch)."""
+        train = self.model.training
+        # set by Trainer's loop; the configured value outside it (a loss computed directly)
+        steps = getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
+        accumulation = steps if train else 1.0
+        if self.loss_type == "grpo":
+            return ((token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean() / accumulation
+        if self.loss_type == "bnpo":
+            return (token_loss * mask).sum() / mask.sum().clamp(min=1.0) / accumulation
+        if self.loss_type == "dr_grpo":
+            return (token_loss * mask).sum() / (token_loss.size(0) * self.max_completion_length) / accumulation
+        if self.loss_type == "dapo":
+            normaliser = self._num_items.clamp(min=1.0) / self.accelerator.num_processes
+            if train:
+                normaliser = normaliser * accumulation / self.args.steps_per_generation
+            return (token_loss * mask).sum() / normaliser
+        raise ValueError(f"unsupported loss_type {self.loss_type!r}: use dapo, grpo, bnpo or dr_grpo")
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> torch.Tensor:
+        self._num_items = inputs["num_items_in_batch"]
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def _global_mean(self, values: torch.Tensor, mask: torch.Tensor) -> float:
+        totals = torch.stack([(values.detach() * mask).sum(), mask.sum()])
+        totals = self.accelerator.reduce(totals, reduction="sum")
+        return (totals[0] / totals[1].clamp(min=1.0)).item()
+
+    # -- validation: BLEU (grpo.eval_decoding), the number the best checkpoint is chosen on ------------------
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None,
+                 metric_key_prefix: str = "eval") -> dict[str, float]:
+        val = self.validation
+        hyps = generate(self.accelerator.unwrap_model(self.model), self.processing_class, list(val["prompt"]),
+                        list(val["audio"]), self.validation_settings, self.args.per_device_eval_batch_size,
+                        seed=self.validation_seed)  # same stream at every evaluation; the rollouts' is kept
+        bleu = corpus_bleu(hyps, list(val["reference"]))
+        metrics = {f"{metric_key_prefix}_bleu": bleu, f"{metric_key_prefix}_selection": bleu}
+        self.log(dict(metrics))
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        save_in_model_layout(self.model, lambda: super(AudioGRPOTrainer, self)._save(output_dir, state_dict))
+
+
+# --- callbacks --------------------------------------------------------------------------------------------------------
+
+
+class ValidationHistory(TrainerCallback):
+    """Each validation BLEU into the history beside the checkpoints (it survives an interruption)."""
+
+    def __init__(self, history: list[dict[str, float]], work_dir: Path, section: str) -> None:
+        self.history, self.work_dir, self.section = history, work_dir, section
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any) -> None:
+        self.history.append({"step": state.global_step, "eval_bleu": float(metrics["eval_bleu"])})
+        write_validation_history(self.work_dir, self.history)
+        print(f"{self.section}: step {state.global_step}: validation BLEU {metrics['eval_bleu']:.2f}", flush=True)
+
+
+class CurveMetrics(StepMetrics):
+    """StepMetrics that also keeps the training curve's signals (CURVE_KEYS) of every logged step."""
+
+    def __init__(self, run: StageRun, section: str, curve: list[dict[str, float]]) -> None:
+        super().__init__(run, section)
+        self.curve = curve
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        super().on_log(args, state, control, logs, **kwargs)
+        point = {CURVE_KEYS[k]: v for k, v in self.numbers(logs).items() if k in CURVE_KEYS}
+        if point:
+            self.curve.append({"step": state.global_step, **point})
+
+
+def curve_csv(points: Sequence[dict[str, float]]) -> str:
+    """One row per step (points of the same step merged), in CURVE_COLUMNS; missing values are empty cells."""
+    merged: dict[int, dict[str, float]] = {}
+    for point in points:
+        merged.setdefault(int(point["step"]), {}).update(point)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CURVE_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for step in sorted(merged):
+        writer.writerow({c: merged[step].get(c, "") for c in CURVE_COLUMNS})
+    return buffer.getvalue()
+
+
+# --- the stage --------------------------------------------------------------------------------------------------------
+
+
+def section_config(cfg: Config, method: str) -> GrpoConfig:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    return cfg.grpo if method == "grpo" else cfg.mpgrpo
+
+
+def trainer_args(gcfg: GrpoConfig, seed: int, work_dir: Path, device: torch.device) -> Any:
+    """TRL's GRPOConfig built from our section (the only place TRL/HF training knobs are set)."""
+    on_cpu = device.type == "cpu"
+    return GRPOConfig(
+        output_dir=str(work_dir),
+        per_device_train_batch_size=gcfg.prompts_per_step * gcfg.num_generations,
+        per_device_eval_batch_size=gcfg.eval_batch_size,
+        gradient_accumulation_steps=1,
+        num_generations=gcfg.num_generations,
+        max_completion_length=gcfg.max_completion_length,
+        temperature=gcfg.temperature,
+        top_p=gcfg.top_p,
+        beta=gcfg.beta,
+        loss_type=gcfg.loss_type,
+        epsilon=gcfg.epsilon,
+        epsilon_high=gcfg.epsilon_high if gcfg.epsilon_high is not None else gcfg.epsilon,
+        scale_rewards=gcfg.scale_rewards,
+        learning_rate=gcfg.lr,
+        lr_scheduler_type=gcfg.lr_scheduler,
+        warmup_steps=gcfg.warmup_ratio,  # a float in [0, 1) is a fraction of the total steps in transformers 5
+        max_steps=gcfg.max_steps,
+        weight_decay=gcfg.weight_decay,
+        max_grad_norm=gcfg.max_grad_norm,
+        logging_steps=gcfg.logging_steps,
+        logging_nan_inf_filter=False,
+        eval_strategy="steps",
+        eval_steps=gcfg.eval_every,
+        save_strategy="steps",
+        save_steps=gcfg.eval_every,
+        save_total_limit=gcfg.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model="selection",
+        greater_is_better=True,
+        report_to="none",
+        remove_unused_columns=False,
+        gradient_checkpointing=False,
+        use_vllm=gcfg.use_vllm,
+        vllm_mode=gcfg.vllm_mode,
+        vllm_gpu_memory_utilization=gcfg.vllm_gpu_memory_utilization,
+        deepspeed=gcfg.deepspeed,
+        use_cpu=on_cpu,
+        bf16=not on_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+        log_completions=False,
+        disable_tqdm=False,
+    )
+
+
+def build_trainer(cfg: Config, method: str, model: Any, processor: Any, train: Any, validation: Any,
+                  work_dir: Path, root: Path, callbacks: list[Any]) -> Any:
+    """The audio GRPO trainer for `method`, with rewards and off-policy source from its config section."""
+    gcfg = section_config(cfg, method)
+    reward = weighted_reward(gcfg.reward_weights, gcfg.reward_options)
+    funcs, weights = reward.trl_reward_funcs()
+    args = trainer_args(gcfg, cfg.seed, work_dir, next(model.parameters()).device)
+    args.reward_weights = weights
+    off_policy = OffPolicySource.from_config(gcfg, root) if gcfg.num_off_policy else None
+    return AudioGRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=train, eval_dataset=validation,
+                         processing_class=processor, callbacks=callbacks, adapter=adapter_for(model),
+                         off_policy=off_policy, num_off_policy=gcfg.num_off_policy,
+                         shaping_gamma=gcfg.policy_shaping_gamma, advantage_std_floor=gcfg.advantage_std_floor,
+                         validation=validation,
+                         validation_settings=validation_settings(cfg, gcfg.eval_decoding, gcfg.max_new_tokens),
+                         validation_seed=cfg.seed)
+
+
+def run_grpo(cfg: Config, method: str, task: str, init_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path,
+             metrics_dir: Path | None = None, root: Path | None = None,
+             callbacks: list[Any] | None = None) -> TrainResult:
+    """Train `init_dir` with (mixed-policy) GRPO on data_dir/<task>/train; save the best-on-validation model."""
+    gcfg = section_config(cfg, method)
+    root = root or Path.cwd()
+    curve: list[dict[str, float]] = []
+
+    def build(inputs: TrainerInputs) -> AudioGRPOTrainer:
+        extra = [ValidationHistory(inputs.history, work_dir, method), NonFiniteGuard(method),
+                 CurveMetrics(inputs.run, method, curve)]
+        # the caller's callbacks first: a test's fault injection runs before our guard looks
+        return build_trainer(cfg, method, inputs.model, inputs.processor, inputs.train, inputs.validation, work_dir,
+                             root, [*(callbacks or []), *extra])
+
+    def write_curve() -> list[Path]:
+        return [atomic_write_text(metrics_dir / f"{task}.curve.csv", curve_csv(curve))] if metrics_dir else []
+
+    about = f" x {gcfg.num_generations} completions ({gcfg.num_off_policy} off-policy per group)"
+    job = TrainingJob(cfg, method, task, gcfg, init_dir, data_dir, out_dir, work_dir,
+                      metrics_dir / f"{task}.train.json" if metrics_dir else None, about)
+    return run_training(job, build, write_curve)
+
+
+def init_dir_for(cfg: Config, method: str, task: str, models: Path) -> Path:
+    return models / "base" if section_config(cfg, method).init == "base" else models / "sft" / task

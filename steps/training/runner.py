@@ -1,0 +1,212 @@
+"""The skeleton every post-training method shares (sft, grpo, mpgrpo): resume, load, train, keep the best, save.
+
+`run_training(job, build)` loads the job's train and validation splits, resumes from the work folder when its
+fingerprint matches (steps/training/checkpoints.py), opens the stage's MLflow run, loads the starting model with the
+`model` switches (LoRA, freezing), lets `build` make the method's transformers Trainer, trains, and saves the best
+checkpoint on validation BLEU (the Trainer's `load_best_model_at_end`) to the job's output folder, atomically, with
+the resolved params; then writes the summary (metrics/<method>/<task>.train.json), registers the model in MLflow and
+deletes the checkpoints. Under `accelerate launch` every process trains and the main process owns the files.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import PartialState
+from transformers import TrainerCallback
+
+from steps.core.config import RESOLVED_CONFIG_NAME, Config, to_dict
+from steps.core.io import atomic_dir, write_json, write_yaml
+from steps.core.tracking import StageRun, stage_run
+from steps.data.splits import load_split, training_view
+from steps.modeling.generation import GenerationSettings
+from steps.modeling.loading import (
+    apply_finetune_switches,
+    choose_device,
+    load_model_and_processor,
+    parameter_count,
+    torch_threads,
+)
+from steps.training.checkpoints import (
+    NonFiniteLossError,
+    check_finite_gradients,
+    checkpoint_step,
+    existing_checkpoint,
+    fingerprint,
+    non_finite_message,
+    prepare_work_dir,
+    resumed_history,
+)
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """One post-training run: which method on which task, from where to where.
+
+    `settings` is the method's params section (`cfg.sft`, `cfg.grpo` or `cfg.mpgrpo`); its train_limit,
+    eval_examples, threads and keep_checkpoints apply here, all of it goes into the checkpoints' fingerprint.
+    """
+
+    cfg: Config
+    method: str  # sft | grpo | mpgrpo: the MLflow stage, the registered model's name, the messages
+    task: str
+    settings: Any
+    init_dir: Path  # the model training starts from
+    data_dir: Path  # data/prepared
+    out_dir: Path  # the best model, written atomically
+    work_dir: Path  # checkpoints: resumed after an interruption, deleted after success
+    summary_path: Path | None = None  # metrics/<method>/<task>.train.json
+    about: str = ""  # what the start message adds about the method (e.g. GRPO's group size)
+
+
+@dataclass
+class TrainerInputs:
+    """What a method's `build` gets to make its Trainer."""
+
+    model: Any
+    processor: Any
+    train: Any
+    validation: Any
+    run: StageRun
+    history: list[dict[str, float]]  # validation results so far; the method's callbacks append to it
+
+
+@dataclass
+class TrainResult:
+    """What a training stage (sft, grpo, mpgrpo) reports: where the model went and how training went."""
+
+    model_dir: Path
+    resumed_from_step: int
+    global_step: int
+    best_step: int | None
+    best_bleu: float | None
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_minutes: float = 0.0
+    trainable_parameters: int = 0
+
+
+def validation_settings(cfg: Config, decoding: str, max_new_tokens: int) -> GenerationSettings:
+    """How validation decodes: `sampled` is the evaluation's decoding (the paper reports top-p 0.9, T 0.9), so the
+    checkpoint kept is the best on the number the report shows; `greedy` is the mode."""
+    if decoding == "greedy":
+        return GenerationSettings(max_new_tokens=max_new_tokens)
+    return GenerationSettings(max_new_tokens=max_new_tokens, do_sample=True, temperature=cfg.evaluate.temperature,
+                              top_p=cfg.evaluate.top_p)
+
+
+def decoding_name(settings: GenerationSettings) -> str:
+    return f"sampled T {settings.temperature} top-p {settings.top_p}" if settings.do_sample else "greedy"
+
+
+class NonFiniteGuard(TrainerCallback):
+    """Stops training with NonFiniteLossError before an optimiser step on NaN/inf gradients."""
+
+    def __init__(self, section: str) -> None:
+        self.section = section
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        check_finite_gradients(model, state.global_step + 1, args.output_dir, self.section)
+
+
+class StepMetrics(TrainerCallback):
+    """Every number the Trainer logs goes to the stage's MLflow run at its step; a non-finite loss stops training.
+
+    `evaluation`: also log the metrics a callback adds at evaluation (SFT's validation BLEU is added to them after
+    the Trainer has logged its own).
+    """
+
+    def __init__(self, run: StageRun, section: str, evaluation: bool = False) -> None:
+        self.run, self.section, self.evaluation = run, section, evaluation
+
+    def numbers(self, logs: Any) -> dict[str, float]:
+        return {k: float(v) for k, v in (logs or {}).items()
+                if isinstance(v, int | float) and not isinstance(v, bool) and k != "epoch"}
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        numbers = self.numbers(logs)
+        if "loss" in numbers and not math.isfinite(numbers["loss"]):
+            raise NonFiniteLossError(non_finite_message("loss", state.global_step, args.output_dir, self.section))
+        self.run.log_metrics(numbers, step=state.global_step)
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any) -> None:
+        if self.evaluation:
+            self.run.log_metrics(self.numbers(metrics), step=state.global_step)
+
+
+def run_training(job: TrainingJob, build: Callable[[TrainerInputs], Any],
+                 extra_outputs: Callable[[], list[Path]] | None = None) -> TrainResult:
+    """Train with the Trainer `build` makes and save the best-on-validation model (see the module docstring).
+
+    `extra_outputs` writes the method's further metrics files once training is done and returns their paths (logged
+    to MLflow with the summary).
+    """
+    cfg, s = job.cfg, job.settings
+    torch.manual_seed(cfg.seed)
+    train = training_view(load_split(job.data_dir, job.task, "train"), s.train_limit)
+    validation = training_view(load_split(job.data_dir, job.task, "validation"), s.eval_examples)
+    fp = fingerprint(cfg, job.method, job.task, s, job.init_dir)
+    processes = PartialState()  # under `accelerate launch`: one process owns the files, all train
+    with processes.main_process_first():
+        resume = (prepare_work_dir(job.work_dir, fp, job.method) if processes.is_main_process
+                  else existing_checkpoint(job.work_dir))
+    history = resumed_history(job.work_dir, resume)
+    label = f"{job.method}[{job.task}]"
+    with torch_threads(s.threads), stage_run(cfg, stage=job.method, task=job.task, method=job.method) as run:
+        model, processor = load_model_and_processor(job.init_dir, cfg.model, device=choose_device(cfg.model.device))
+        model = apply_finetune_switches(model, cfg.model)
+        trainable = parameter_count(model, trainable_only=True)
+        trainer = build(TrainerInputs(model, processor, train, validation, run, history))
+        resumed_from = checkpoint_step(resume) if resume else 0
+        print(f"{label}: {len(train)} training examples{job.about}, {len(validation)} validation, "
+              f"{trainable / 1e6:.2f} M trainable parameters ({cfg.model.finetune}), from {job.init_dir}"
+              + (f"; resuming from {resume} (step {resumed_from})" if resume else ""), flush=True)
+        start = time.perf_counter()
+        trainer.train(resume_from_checkpoint=resume)
+        minutes = (time.perf_counter() - start) / 60
+        state = trainer.state
+        best_step = checkpoint_step(state.best_model_checkpoint) if state.best_model_checkpoint else None
+        if not processes.is_main_process:
+            return TrainResult(job.out_dir, resumed_from, state.global_step, None, None)
+        # load_best_model_at_end has put the best checkpoint's weights into trainer.model.
+        final = trainer.accelerator.unwrap_model(trainer.model)
+        if hasattr(final, "merge_and_unload"):  # LoRA: a plain model that every later stage loads the same way
+            final = final.merge_and_unload()
+        with atomic_dir(job.out_dir) as tmp:
+            final.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
+            write_yaml(tmp / RESOLVED_CONFIG_NAME, to_dict(cfg))
+        best = next((h["eval_bleu"] for h in history if h["step"] == best_step), None)
+        result = TrainResult(job.out_dir, resumed_from, state.global_step, best_step, best, history,
+                             round(minutes, 2), trainable)
+        summary = summary_dict(result, job, len(train))
+        if job.summary_path is not None:
+            write_json(job.summary_path, summary)
+            for path in [job.summary_path, *(extra_outputs() if extra_outputs else [])]:
+                run.log_artifact(path)
+        run.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)})
+        from steps.core.registry import register_model  # imports mlflow and pandas: only once a model is saved
+
+        register_model(run, job.out_dir, job.task, job.method)  # MLflow registry: speech-grpo-<task>-<method>
+        print(f"{label}: saved {job.out_dir} (best step {best_step}, validation BLEU {best}) after {minutes:.1f} min",
+              flush=True)
+    if not s.keep_checkpoints:
+        shutil.rmtree(job.work_dir, ignore_errors=True)
+    return result
+
+
+def summary_dict(result: TrainResult, job: TrainingJob, n_train: int) -> dict[str, Any]:
+    """metrics/<method>/<task>.train.json: the best step and validation history, minutes, the step resumed from."""
+    return {
+        "method": job.method, "task": job.task, "n_train": n_train, "global_step": result.global_step,
+        "resumed_from_step": result.resumed_from_step, "best_step": result.best_step,
+        "best_validation_bleu": None if result.best_bleu is None else round(float(result.best_bleu), 2),
+        "train_minutes": result.train_minutes, "trainable_parameters": result.trainable_parameters,
+        "init": str(job.init_dir), "validation": result.history,
+    }

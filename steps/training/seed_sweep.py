@@ -1,0 +1,74 @@
+"""The seed sweep: post-training and evaluation repeated with other seeds (the seeds stage, sweeps/dvc.yaml).
+
+The pipeline's own run (top-level `seed`, metrics/<method>/<task>.json) is the sweep's first seed. For every seed in
+`sweep.seeds`, the top-level `seed` is replaced and sft, grpo and mpgrpo train again for every task from the
+workspace's base model and prepared data, then each model is evaluated on the test split (greedy, swapped audio,
+`sweep.sampled_runs` sampled passes), into sweeps/runs/seed-<n>/{models,metrics}/. The seed changes the data order,
+the sampled rollouts and dropout; the base model is not pretrained again (pretraining is a third of the pipeline),
+so the spread measures post-training, and the base row is the same number in every seed.
+
+Writes sweeps/seeds.json and sweeps/seeds.md (steps/reporting/seeds.py); `python -m steps.report --readme` copies
+the table into the README. Training runs are tagged `sweep_seed` in MLflow and their models are not registered (the
+registry holds the pipeline's models).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from steps.core.config import TASKS, Config
+from steps.core.io import atomic_dir
+from steps.core.tracking import ENV_SWEEP_SEED
+from steps.evaluation.evaluate import run_evaluate
+from steps.reporting.seeds import collect, write_summary
+from steps.training.grpo import METHODS as GRPO_METHODS
+from steps.training.grpo import run_grpo
+from steps.training.sft import run_sft
+
+TRAINED = ("sft", "grpo", "mpgrpo")
+
+
+def seed_config(cfg: Config, seed: int) -> Config:
+    """The pipeline's config with another seed and the sweep's evaluation settings."""
+    return dataclasses.replace(cfg, seed=seed,
+                               evaluate=dataclasses.replace(cfg.evaluate, split="test",
+                                                            sampled_runs=cfg.sweep.sampled_runs))
+
+
+def run_seed(cfg: Config, seed: int, root: Path, out_dir: Path, tasks: tuple[str, ...] = TASKS) -> None:
+    """sft -> grpo, mpgrpo -> evaluate for every task with `seed`, into out_dir/{models,metrics} (atomically)."""
+    scfg = seed_config(cfg, seed)
+    data_dir = root / cfg.paths.data / "prepared"
+    base_dir = root / cfg.paths.models / "base"
+    os.environ[ENV_SWEEP_SEED] = str(seed)
+    try:
+        with atomic_dir(out_dir) as tmp:
+            models, metrics, work = tmp / "models", tmp / "metrics", tmp / ".work"
+            for task in tasks:
+                print(f"seeds: seed {seed}, {task}: sft", flush=True)
+                run_sft(scfg, task, base_dir, data_dir, models / "sft" / task, work / "sft" / task,
+                        metrics / "sft" / f"{task}.train.json")
+                for method in GRPO_METHODS:
+                    print(f"seeds: seed {seed}, {task}: {method}", flush=True)
+                    init = base_dir if getattr(scfg, method).init == "base" else models / "sft" / task
+                    run_grpo(scfg, method, task, init, data_dir, models / method / task, work / method / task,
+                             metrics / method, root)
+                for method in TRAINED:
+                    run_evaluate(scfg, method, task, models / method / task, data_dir, metrics / method)
+            shutil.rmtree(work, ignore_errors=True)  # checkpoints: the best model is already in models/
+    finally:
+        os.environ.pop(ENV_SWEEP_SEED, None)
+
+
+def run_sweep(cfg: Config, root: Path, out_dir: Path, only: list[int] | None = None,
+              tasks: tuple[str, ...] = TASKS) -> dict[str, Any]:
+    for seed in only or cfg.sweep.seeds:
+        run_seed(cfg, seed, root, out_dir / "runs" / f"seed-{seed}", tasks)
+    data = collect(cfg, root, out_dir / "runs", tasks)
+    write_summary(data, out_dir)
+    print(f"seeds: {data['seeds']} -> {out_dir / 'seeds.md'}", flush=True)
+    return data
