@@ -1,0 +1,122 @@
+"""DVC reruns a stage exactly when its code changes: every stage's deps list its whole import closure.
+
+The closure of a stage is computed from the code: every `import` of a `steps` module in the stage's module, also
+inside functions, followed recursively. Two kinds of module are not deps, because a change to them cannot alter a
+stage's outputs; dvc.yaml's header says the same:
+- NOT_DEPS: MLflow tracking and the model registry (what they import for themselves is not followed either);
+- the packages' `__init__.py` files, which hold a docstring and nothing else (checked here).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+STEPS = REPO / "steps"
+NOT_DEPS = frozenset({"steps/core/tracking.py", "steps/core/registry.py"})
+PIPELINES = ("dvc.yaml", "sweeps/dvc.yaml")
+STAGE_MODULE = re.compile(r"python -m (steps\.[a-z_]+)")
+
+
+def module_file(name: str) -> Path | None:
+    """The file of module `name` (steps.a.b -> steps/a/b.py or steps/a/b/__init__.py), None if it is not ours."""
+    if name != "steps" and not name.startswith("steps."):
+        return None
+    base = REPO / name.replace(".", "/")
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def imported_files(path: Path) -> set[Path]:
+    """Every `steps` module file `path` imports anywhere (top level, functions, `from pkg import module`)."""
+    found: set[Path] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                # `import steps.a.b` imports steps, steps.a and steps.a.b
+                found |= {f for i in range(1, len(parts) + 1) if (f := module_file(".".join(parts[:i])))}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            parts = node.module.split(".")
+            found |= {f for i in range(1, len(parts) + 1) if (f := module_file(".".join(parts[:i])))}
+            found |= {f for alias in node.names if (f := module_file(f"{node.module}.{alias.name}"))}
+    return found
+
+
+def closure(module: str) -> set[str]:
+    """The repo-relative files a stage module runs, minus NOT_DEPS (whose own imports are not followed)."""
+    start = module_file(module)
+    assert start is not None, f"{module} is not a module of the steps package"
+    seen: set[Path] = set()
+    todo = [start]
+    while todo:
+        path = todo.pop()
+        if path in seen or path.relative_to(REPO).as_posix() in NOT_DEPS:
+            continue
+        seen.add(path)
+        todo += imported_files(path) - seen
+    return {p.relative_to(REPO).as_posix() for p in seen if p.name != "__init__.py"}
+
+
+def stages(pipeline: str) -> list[tuple[str, str, set[str]]]:
+    """(stage name, stage module, the steps/ files listed as deps) for every stage of a dvc.yaml."""
+    data = yaml.safe_load((REPO / pipeline).read_text(encoding="utf-8"))
+    out = []
+    for name, stage in data["stages"].items():
+        body = stage.get("do", stage)
+        match = STAGE_MODULE.search(body["cmd"])
+        assert match, f"{pipeline}: stage {name} does not run `python -m steps.<stage>`: {body['cmd']!r}"
+        deps = {d for d in body.get("deps", []) if d.startswith("steps/")}
+        out.append((name, match.group(1), deps))
+    return out
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_every_stage_depends_on_exactly_the_code_it_runs(pipeline: str) -> None:
+    problems = []
+    for name, module, deps in stages(pipeline):
+        needed = closure(module)
+        if missing := sorted(needed - deps):
+            problems.append(f"{pipeline}: {name} ({module}) runs but does not list {missing}")
+        if extra := sorted(deps - needed):
+            problems.append(f"{pipeline}: {name} ({module}) lists {extra}, which it does not import")
+    assert not problems, "\n".join(problems)
+
+
+def test_a_stage_never_imports_another_stage() -> None:
+    stage_files = {module_file(m) for p in PIPELINES for _, m, _ in stages(p)}
+    for path in stage_files:
+        others = sorted(f.relative_to(REPO).as_posix() for f in imported_files(path) & stage_files - {path})
+        assert not others, f"{path.relative_to(REPO)} imports the stage modules {others}"
+
+
+def test_the_stage_modules_are_the_top_level_modules() -> None:
+    top = {p.stem for p in STEPS.glob("*.py")} - {"__init__"}
+    run = {m.removeprefix("steps.") for p in PIPELINES for _, m, _ in stages(p)}
+    assert top == run, f"top-level modules that are not stages: {sorted(top - run)}; stages elsewhere: {run - top}"
+
+
+def test_package_init_files_hold_only_a_docstring() -> None:
+    for init in sorted(STEPS.rglob("__init__.py")):
+        body = ast.parse(init.read_text(encoding="utf-8")).body
+        code = [n for n in body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
+        assert not code, f"{init.relative_to(REPO)} holds code: it would run in every stage without being a dep"
+
+
+def test_the_config_does_not_drag_the_metrics_into_the_corpus() -> None:
+    assert closure("steps.core.config") == {"steps/core/config.py"}
+    assert not {f for f in closure("steps.synth") if f.startswith(("steps/evaluation/", "steps/training/"))}
+
+
+def test_closure_follows_imports_inside_functions(tmp_path: Path) -> None:
+    source = tmp_path / "m.py"
+    source.write_text("def f():\n    from steps.data.splits import load_split\n    import steps.core.io\n")
+    assert imported_files(source) >= {STEPS / "data" / "splits.py", STEPS / "core" / "io.py"}
