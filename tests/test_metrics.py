@@ -8,9 +8,10 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from steps.evaluation import metrics, scores, wordnet
-from steps.evaluation.metrics import paired_bootstrap, sentence_bleu, wer
+from steps.evaluation import metrics, scores, significance, wordnet
+from steps.evaluation.metrics import sentence_bleu, wer
 from steps.evaluation.scores import UnicodeTokenizer, corpus_scores, meteor_tokens, rouge_scorer_for, sentence_meteor
+from steps.evaluation.significance import paired_bootstrap
 
 HYPS = [
     "the cat sat on the mat",
@@ -189,3 +190,47 @@ def test_corpus_bleu_is_sacrebleu_corpus_bleu_for_validation_and_the_evaluation(
     for lang in ("en", "de"):  # the evaluation passes the references' language: 13a for both
         assert metrics.corpus_bleu(hyps, refs, lang=lang) == expected
         assert scores.corpus_scores(hyps, refs, lang=lang)["bleu"] == expected
+
+
+def _two_systems(n: int = 40, seed: int = 0) -> tuple[list[str], list[str], list[str]]:
+    import random
+
+    rng = random.Random(seed)
+    words = ["der", "Hund", "die", "Katze", "isst", "einen", "Apfel", "im", "Garten", "am", "Montag", "heute"]
+    refs = [" ".join(rng.choices(words, k=rng.randint(4, 8))) for _ in range(n)]
+    a = [" ".join(w for w in r.split() if rng.random() < 0.6) or "der" for r in refs]
+    b = [" ".join(w for w in r.split() if rng.random() < 0.75) or "der" for r in refs]
+    return a, b, refs
+
+
+def test_clustered_bootstrap_with_one_output_per_example_is_sacrebleus_test():
+    a, b, refs = _two_systems()
+    ours = significance.clustered_paired_bootstrap([[h] for h in a], [[h] for h in b], refs, n_samples=300, seed=7)
+    theirs = paired_bootstrap(a, b, refs, n_samples=300, seed=7)
+    assert ours["p_value"] == theirs["p_value"]
+    for side in ("a", "b"):
+        assert {k: ours[side][k] for k in theirs[side]} == pytest.approx(theirs[side], abs=1e-9)
+
+
+def test_duplicated_runs_leave_the_clustered_p_value_alone_but_shrink_the_pooled_one():
+    """Two identical sampled runs are no more evidence than one: clustering by example sees that, pooling does not."""
+    a, b, refs = _two_systems(n=30, seed=3)
+    once = significance.clustered_paired_bootstrap([[h] for h in a], [[h] for h in b], refs, n_samples=500, seed=1)
+    twice = significance.clustered_paired_bootstrap([[h, h] for h in a], [[h, h] for h in b], refs, n_samples=500,
+                                                    seed=1)
+    assert twice["p_value"] == once["p_value"] and twice["mde"] == pytest.approx(once["mde"])
+    assert twice["a"]["score"] == pytest.approx(once["a"]["score"]) and twice["a"]["outputs"] == 60
+    pooled_once = paired_bootstrap(a, b, refs, n_samples=500, seed=1)
+    pooled_twice = paired_bootstrap(a + a, b + b, refs + refs, n_samples=500, seed=1)  # rows taken as independent
+    assert pooled_twice["p_value"] < pooled_once["p_value"]
+
+
+def test_minimal_detectable_effect_shrinks_with_more_examples():
+    small = significance.clustered_paired_bootstrap(*[[[h] for h in x] for x in _two_systems(20)[:2]],
+                                               _two_systems(20)[2], n_samples=400, seed=2)
+    large = significance.clustered_paired_bootstrap(*[[[h] for h in x] for x in _two_systems(320)[:2]],
+                                               _two_systems(320)[2], n_samples=400, seed=2)
+    assert 0 < large["mde"] < small["mde"] / 2  # ~1/sqrt(n): 16x the examples, about a quarter of the MDE
+    assert small["mde"] == pytest.approx(2.801585 * small["delta_se"])
+    with pytest.raises(ValueError, match="example 1 has no output"):
+        significance.clustered_paired_bootstrap([["a"], []], [["a"], ["b"]], ["a", "b"])

@@ -247,7 +247,8 @@ def test_pairing_is_by_id_not_by_line(tmp_path):
     path.write_text("\n".join(reversed(lines)) + "\n")  # same examples, other order
     evals = load_evaluations(metrics)["sqa"]
     hyps_a, hyps_b, refs = paired_by_id(evals["base"], evals["sft"])
-    assert refs == references() and hyps_b == hypotheses("sft") and hyps_a == hypotheses("base")
+    assert refs == references() and hyps_b == [[h] for h in hypotheses("sft")]
+    assert hyps_a == [[h] for h in hypotheses("base")]
 
 
 def test_plots_and_examples_are_written(full):
@@ -359,14 +360,20 @@ def test_readme_gets_the_seed_table_when_a_sweep_exists(full, tmp_path):
     assert "Ordering Base < SFT < GRPO: held in every seed." in text and "## Seeds" not in text
 
 
-def test_sampled_significance_pools_the_runs_paired_by_run_and_id(full, tmp_path):
+def test_sampled_significance_resamples_examples_with_all_their_runs(full, tmp_path):
     _, data = full
     tests = data["tasks"]["sqa"]["significance_sampled"]
     first = next(t for t in tests if (t["baseline"], t["system"]) == ("base", "sft"))
-    assert first["decoding"] == "sampled" and first["n"] == 3 * N  # three runs of every example
+    assert first["decoding"] == "sampled" and first["n"] == N and first["outputs_per_example"] == 3
     greedy = next(t for t in data["tasks"]["sqa"]["significance"] if (t["baseline"], t["system"]) == ("base", "sft"))
-    # the fixture's runs all equal the greedy output: the same BLEU up to smoothing of empty n-gram orders
+    # the fixture's three runs all equal the greedy output: clustered by example, three copies are no more evidence
+    # than one, so the test is the greedy one (pooled as 3 x N rows, its p-value would shrink); BLEU itself moves a
+    # little, by the smoothing of n-gram orders with no match, which depends on the counts
+    assert first["p_value"] == greedy["p_value"] and first["mde"] == pytest.approx(greedy["mde"], rel=0.02)
     assert first["delta"] == pytest.approx(greedy["delta"], rel=0.02)
+    vs_sft = next(t for t in tests if (t["baseline"], t["system"]) == ("sft", "grpo"))
+    assert vs_sft["paper_gain"] == pytest.approx(4.02) and vs_sft["examples_for_paper_gain"] >= 1
+    assert first["paper_gain"] is None and first["mde"] > 0
     metrics = make_metrics(tmp_path, ("base", "sft"), curves=False)
     for method in ("base", "sft"):  # no sampled runs: the test is skipped with the reason
         path = metrics / method / "sqa.predictions.jsonl"
@@ -457,3 +464,11 @@ def test_artifacts_go_to_the_stage_run_and_the_parent_run(tmp_path, monkeypatch)
         assert sorted(f.path for f in client.list_artifacts(run_id, "report")) == expected
         assert "report/plots/listening.png" in [f.path for f in client.list_artifacts(run_id, "report/plots")]
     assert child.data.metrics["sqa/sft/bleu"] == 30.0 and "sqa/sft_vs_base/p_value" in child.data.metrics
+
+
+def test_the_curve_title_says_how_validation_decoded():
+    from steps.reporting.analysis import validation_decoding
+
+    assert validation_decoding(Config()) == "sampled T 0.9, top-p 0.9"  # the default: the paper's decoding
+    mixed = config_from_dict({"sft": {"eval_decoding": "greedy"}})
+    assert validation_decoding(mixed) == "SFT greedy; GRPO sampled T 0.9, top-p 0.9; MP-GRPO sampled T 0.9, top-p 0.9"

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from steps.core.config import ConfigError, config_from_dict
+from steps.core.io import write_jsonl
 from steps.reporting.seeds import collect
 from steps.training.seed_sweep import run_sweep, seed_config
 from tests.test_grpo import state_of
@@ -72,11 +73,15 @@ def test_a_sweep_seed_trains_every_method_with_its_own_seed(tmp_path: Path, spee
              "threads": 1}
     grpo = {**micro, "init": "sft", "prompts_per_step": 2, "num_generations": 4, "lr": 1e-3,
             "max_completion_length": 8, "reward_weights": {"chrf": 1.0}}
-    cfg = config_from_dict({"seed": 3, "sweep": {"seeds": [8, 9]}, "sft": {**micro, "batch_size": 4, "lr": 3e-3},
+    cfg = config_from_dict({"seed": 3, "sweep": {"seeds": [8, 9], "sampled_runs": 0},
+                            "sft": {**micro, "batch_size": 4, "lr": 3e-3},
                             "grpo": grpo, "mpgrpo": {"num_off_policy": 1},
                             "evaluate": {"max_new_tokens": 8, "batch_size": 8, "sampled_runs": 2}})
     for method in ("base", "sft", "grpo", "mpgrpo"):
         write_metrics(root / "metrics", method, 1.0, 0.1)  # stands in for the pipeline's own run
+        write_jsonl(root / "metrics" / method / f"{TASK}.predictions.jsonl",
+                    [{"id": r["id"], "reference": r["reference"], "greedy": "x", "sampled": ["x", "y"]}
+                     for r in speech_rows])
     data = run_sweep(cfg, root, root / "sweeps", tasks=(TASK,))
     for seed in (8, 9):
         run = root / "sweeps" / "runs" / f"seed-{seed}"
@@ -90,3 +95,26 @@ def test_a_sweep_seed_trains_every_method_with_its_own_seed(tmp_path: Path, spee
     assert any(not a[k].equal(b[k]) for k in a)  # the seed reached training
     assert data["seeds"] == ["3", "8", "9"]
     assert "## Seeds (3: 3, 8, 9)" in (root / "sweeps" / "seeds.md").read_text()
+    pooled = {(t["decoding"], t["system"]): t for t in data["pooled"][TASK]}
+    greedy = pooled[("greedy", "grpo")]  # every seed's greedy output of every example, resampled by example
+    assert greedy["n"] == len(speech_rows) and greedy["outputs_per_example"] == 3 and 0 <= greedy["p_value"] <= 1
+    assert "no sampled output" in pooled[("sampled", "mpgrpo")]["skipped"]  # sweep.sampled_runs: 0
+    assert "### Pooled over seeds" in (root / "sweeps" / "seeds.md").read_text()
+
+
+def test_pooled_tests_keep_every_seed_and_run_of_an_example_together(tmp_path: Path) -> None:
+    from steps.reporting.seeds import pooled_significance
+
+    cfg = config_from_dict({"seed": 3, "sweep": {"seeds": [8]}, "report": {"bootstrap_samples": 200}})
+    refs = [f"der Hund isst {i} Äpfel im Garten" for i in range(12)]
+    for metrics, runs in ((tmp_path / "metrics", 2), (tmp_path / "sweeps" / "runs" / "seed-8" / "metrics", 1)):
+        for method, keep in (("sft", 4), ("grpo", 6), ("mpgrpo", 6)):
+            rows = [{"id": f"ex{i}", "reference": r, "greedy": " ".join(r.split()[:keep]),
+                     "sampled": [" ".join(r.split()[:keep])] * runs} for i, r in enumerate(refs)]
+            write_jsonl(metrics / method / f"{TASK}.predictions.jsonl", rows)
+    tests = {(t["decoding"], t["system"]): t for t in pooled_significance(cfg, tmp_path, tmp_path / "sweeps" / "runs",
+                                                                          (TASK,))[TASK]}
+    assert tests[("greedy", "grpo")]["outputs_per_example"] == 2  # one greedy output per seed
+    assert tests[("sampled", "grpo")]["outputs_per_example"] == 3  # the pipeline's 2 runs + seed 8's one
+    assert tests[("greedy", "grpo")]["n"] == 12 and tests[("greedy", "grpo")]["delta"] > 0
+    assert tests[("sampled", "mpgrpo")]["paper_gain"] == pytest.approx(0.97)

@@ -1,25 +1,21 @@
-"""The project's one definition of BLEU, chrF and WER, and the paired bootstrap test; scores on a 0-100 scale.
+"""The project's one definition of BLEU, chrF and WER; scores on a 0-100 scale.
 
 - BLEU and chrF: sacrebleu, with its signature (tokenizer, casing, smoothing, version). `corpus_bleu` is what
   validation (checkpoint selection), the listening check and the evaluation all report; `sentence_bleu` is the
   sentence-level BLEU the GRPO reward uses (effective order, as `sacrebleu.sentence_bleu`).
 - WER (jiwer) after `normalise_text` (lowercase, no punctuation): for transcription, in pretraining and evaluation.
-- `paired_bootstrap`: sacrebleu's paired bootstrap resampling (the Moses test) between two systems.
-ROUGE, METEOR and BERTScore, which need more than sacrebleu, are in steps/evaluation/scores.py.
+ROUGE, METEOR and BERTScore, which need more than sacrebleu, are in steps/evaluation/scores.py; significance
+tests in steps/evaluation/significance.py.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import unicodedata
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Sequence
 
 import jiwer
-from sacrebleu.metrics import BLEU, CHRF
-from sacrebleu.significance import PairedTest
+from sacrebleu.metrics import BLEU
 
 # --- input checks -----------------------------------------------------------------------------------------------------
 
@@ -93,51 +89,3 @@ def task_score(task: str, hypotheses: Sequence[str], references: Sequence[str]) 
     if task not in TASK_METRIC:
         raise ValueError(f"unknown task {task!r}; use one of {sorted(TASK_METRIC)}")
     return wer(hypotheses, references) if TASK_METRIC[task] == "wer" else corpus_bleu(hypotheses, references)
-
-
-# --- significance -----------------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def _sacrebleu_seed(seed: int) -> Iterator[None]:
-    # sacrebleu's PairedTest reads its seed from SACREBLEU_SEED only (also for the baseline's confidence interval).
-    old = os.environ.get("SACREBLEU_SEED")
-    os.environ["SACREBLEU_SEED"] = str(seed)
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["SACREBLEU_SEED"]
-        else:
-            os.environ["SACREBLEU_SEED"] = old
-
-
-_PAIRED_METRICS: dict[str, Callable[[], Any]] = {"bleu": BLEU, "chrf": CHRF}
-
-
-def paired_bootstrap(
-    hyps_a: list[str], hyps_b: list[str], refs: list[str], metric: str = "bleu", n_samples: int = 1000,
-    seed: int = 12345,
-) -> dict[str, Any]:
-    """sacrebleu's paired bootstrap test of system b against baseline a (as `sacrebleu --paired-bs`).
-
-    Returns each system's corpus score, bootstrap mean and 95% CI (sacrebleu's half-width `ci`, and the interval
-    mean +- ci), and the p-value of b vs a (small: the difference is unlikely to be chance).
-    """
-    if metric not in _PAIRED_METRICS:
-        raise ValueError(f"metric must be one of {sorted(_PAIRED_METRICS)}, got {metric!r}")
-    check_pairs(hyps_a, refs)
-    check_pairs(hyps_b, refs)
-    with _sacrebleu_seed(seed):
-        test = PairedTest([("a", list(hyps_a)), ("b", list(hyps_b))], {metric: _PAIRED_METRICS[metric]()},
-                          references=[list(refs)], test_type="bs", n_samples=n_samples)
-        signatures, results = test()
-    (name,) = [key for key in results if key != "System"]
-    res_a, res_b = results[name]
-
-    def summary(res: Any) -> dict[str, float]:
-        return {"score": res.score, "mean": float(res.mean), "ci": float(res.ci),
-                "ci_low": float(res.mean - res.ci), "ci_high": float(res.mean + res.ci)}
-
-    return {"metric": metric, "a": summary(res_a), "b": summary(res_b), "p_value": float(res_b.p_value),
-            "n_samples": n_samples, "seed": seed, "signature": str(signatures[name])}

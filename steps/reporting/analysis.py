@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from steps.core.config import Config
-from steps.evaluation.metrics import paired_bootstrap
+from steps.evaluation.significance import clustered_paired_bootstrap
 from steps.reporting.evaluations import LABELS, METHODS, Evaluation, number_or_none
 from steps.reporting.paper_settings import settings_vs_paper
 
@@ -25,6 +25,8 @@ TABLE_METRICS = (("bleu", "BLEU"), ("bertscore_f1", "BERTScore"), ("rouge1", "RO
 SKIP_KEYS = {"bertscore_f1": "bertscore_skipped", "meteor": "meteor_skipped"}
 # A model that listens loses most of its score when each example gets another example's audio.
 LISTENING_MAX_RATIO = 0.5
+# The paper's GRPO - SFT BLEU gain with Granite Speech 2B (PAPER.md): the effect the default should be able to detect.
+PAPER_GAINS = {"sqa": 44.90 - 40.88, "ast": 31.47 - 30.50}
 ALPHA = 0.05
 
 
@@ -61,12 +63,13 @@ def _relative(value: float | None, base: float | None) -> float | None:
 # --- significance -----------------------------------------------------------------------------------------------------
 
 
-def paired_by_id(a: Evaluation, b: Evaluation, decoding: str = "greedy") -> tuple[list[str], list[str], list[str]]:
-    """Hypotheses of a and b and the references, aligned by example id (in a's order).
+def paired_by_id(a: Evaluation, b: Evaluation, decoding: str = "greedy"
+                 ) -> tuple[list[list[str]], list[list[str]], list[str]]:
+    """Each example's outputs from a and from b, and its reference, aligned by example id (in a's order).
 
-    decoding "greedy": one greedy hypothesis per example. "sampled" (the paper's decoding): the sampled runs pooled,
-    run r of a paired with run r of b for every example (as many runs as both have), the references repeated, so the
-    bootstrap resamples over examples and sampling noise together.
+    decoding "greedy": the one greedy hypothesis per example. "sampled" (the paper's decoding): every sampled run of
+    the example (as many runs as both have), kept together, so that the bootstrap resamples examples with all their
+    runs (`clustered_paired_bootstrap`) rather than treating runs of one example as independent evidence.
     Raises ValueError naming both files when they do not hold the same examples (ids or references differ).
     """
     rows = {}
@@ -94,13 +97,11 @@ def paired_by_id(a: Evaluation, b: Evaluation, decoding: str = "greedy") -> tupl
                              f"references ({row['reference']!r} vs {ids_b[ex_id]['reference']!r}); were they "
                              "evaluated on the same prepared data?")
     order = list(ids_a)
+    refs = [ids_a[i]["reference"] for i in order]
     if decoding == "greedy":
-        return ([ids_a[i]["greedy"] for i in order], [ids_b[i]["greedy"] for i in order],
-                [ids_a[i]["reference"] for i in order])
+        return [[ids_a[i]["greedy"]] for i in order], [[ids_b[i]["greedy"]] for i in order], refs
     runs = sampled_runs_in(a, b)
-    return ([ids_a[i]["sampled"][r] for r in range(runs) for i in order],
-            [ids_b[i]["sampled"][r] for r in range(runs) for i in order],
-            [ids_a[i]["reference"] for _ in range(runs) for i in order])
+    return ([ids_a[i]["sampled"][:runs] for i in order], [ids_b[i]["sampled"][:runs] for i in order], refs)
 
 
 def sampled_runs_in(*evals: Evaluation) -> int:
@@ -118,23 +119,31 @@ def comparisons(present: Sequence[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def significance(a: Evaluation, b: Evaluation, n_samples: int, seed: int, decoding: str = "greedy"
-                 ) -> dict[str, Any]:
-    """Paired bootstrap (sacrebleu, BLEU) of system b against baseline a, with a plain-words verdict."""
+def significance(a: Evaluation, b: Evaluation, n_samples: int, seed: int, decoding: str = "greedy",
+                 paper_gain: float | None = None) -> dict[str, Any]:
+    """Paired bootstrap of BLEU of system b against baseline a, examples as clusters (with one output per example
+    sacrebleu's test), with a plain-words verdict and the power: the minimal detectable effect at 80% power and the
+    test size at which an effect of `paper_gain` BLEU (the paper's 2B gain of GRPO over SFT) would be detectable."""
     hyps_a, hyps_b, refs = paired_by_id(a, b, decoding)
-    test = paired_bootstrap(hyps_a, hyps_b, refs, metric="bleu", n_samples=n_samples, seed=seed)
-    delta = test["b"]["score"] - test["a"]["score"]
+    test = clustered_paired_bootstrap(hyps_a, hyps_b, refs, n_samples=n_samples, seed=seed)
+    delta = test["delta"]
     p_value, note = test["p_value"], None
     # sacrebleu counts resampled differences strictly above the observed one and adds 1, so two systems with no
     # difference at all get p = 1/(n+1), "significant": no observed difference is never evidence of one.
     if hyps_a == hyps_b or abs(delta) < 1e-9:
         p_value, note = 1.0, f"no observed difference; sacrebleu's raw p-value {test['p_value']:.4f} replaced by 1"
     significant = p_value < ALPHA
-    return {"baseline": a.method, "system": b.method, "metric": "bleu", "decoding": decoding, "n": len(refs),
+    n = len(refs)
+    # The MDE scales as 1 / sqrt(examples): the size at which the paper's gain would be the MDE.
+    needed = (None if not paper_gain or test["mde"] <= 0 else math.ceil(n * (test["mde"] / paper_gain) ** 2))
+    return {"baseline": a.method, "system": b.method, "metric": "bleu", "decoding": decoding, "n": n,
+            "outputs_per_example": test["b"]["outputs"] // n, "clusters": "examples",
             "baseline_bleu": test["a"]["score"], "system_bleu": test["b"]["score"], "delta": delta,
             "baseline_ci95": [test["a"]["ci_low"], test["a"]["ci_high"]],
             "system_ci95": [test["b"]["ci_low"], test["b"]["ci_high"]],
             "p_value": p_value, "significant": significant, "verdict": verdict(a.method, b.method, delta, p_value),
+            "delta_se": test["delta_se"], "mde": test["mde"], "paper_gain": paper_gain,
+            "examples_for_paper_gain": needed,
             "note": note, "n_samples": n_samples, "seed": seed, "signature": test["signature"]}
 
 
@@ -145,9 +154,10 @@ def verdict(baseline: str, system: str, delta: float, p_value: float) -> str:
     return f"significant at p<{ALPHA}: {LABELS[system]} {direction} than {LABELS[baseline]}"
 
 
-def task_significance(evals: Mapping[str, Evaluation], n_samples: int, seed: int, decoding: str = "greedy"
-                      ) -> list[dict[str, Any]]:
-    """Every comparison's test on `decoding` outputs (sampled: only where both methods have sampled runs)."""
+def task_significance(evals: Mapping[str, Evaluation], n_samples: int, seed: int, decoding: str = "greedy",
+                      task: str | None = None) -> list[dict[str, Any]]:
+    """Every comparison's test on `decoding` outputs (sampled: only where both methods have sampled runs); GRPO and
+    MP-GRPO against SFT are sized against the paper's gain on `task`."""
     out = []
     for a, b in comparisons(list(evals)):
         missing = [evals[m].predictions_path for m in (a, b) if evals[m].predictions is None]
@@ -158,7 +168,8 @@ def task_significance(evals: Mapping[str, Evaluation], n_samples: int, seed: int
             out.append({"baseline": a, "system": b, "decoding": decoding,
                         "skipped": "no sampled runs (evaluate.sampled_runs: 0)"})
         else:
-            out.append(significance(evals[a], evals[b], n_samples, seed, decoding))
+            gain = PAPER_GAINS.get(task or "") if a == "sft" and b in ("grpo", "mpgrpo") else None
+            out.append(significance(evals[a], evals[b], n_samples, seed, decoding, gain))
     return out
 
 
@@ -265,16 +276,27 @@ def build_report(evaluations: Mapping[str, Mapping[str, Evaluation]],
         present = [m for m in METHODS if m in evals]
         entry: dict[str, Any] = {"present": present, "missing": [m for m in METHODS if m not in evals]}
         if present:
-            entry |= {"scores": scores_table(evals), "significance": task_significance(evals, n_samples, seed),
-                      "significance_sampled": task_significance(evals, n_samples, seed, "sampled"),
+            entry |= {"scores": scores_table(evals),
+                      "significance": task_significance(evals, n_samples, seed, "greedy", task),
+                      "significance_sampled": task_significance(evals, n_samples, seed, "sampled", task),
                       "listening": listening_rows(evals),
                       "predictions_missing": [m for m in present if evals[m].predictions is None],
                       "example_ids": pick_examples(evals, n_examples, seed)}
         entry["curves"] = {m: curve_summary(c) for m, c in curves.get(task, {}).items()}
         report["tasks"][task] = entry
     report["settings"] = settings_vs_paper(cfg)
+    report["validation_decoding"] = validation_decoding(cfg)
     report["inputs"] = list(inputs)
     return _rounded(report)
+
+
+def validation_decoding(cfg: Config) -> str:
+    """How SFT, GRPO and MP-GRPO decoded for validation BLEU (the curves' title), e.g. `sampled T 0.9, top-p 0.9`."""
+    sampled = f"sampled T {cfg.evaluate.temperature:g}, top-p {cfg.evaluate.top_p:g}"
+    names = {m: sampled if getattr(cfg, m).eval_decoding == "sampled" else "greedy" for m in ("sft", "grpo", "mpgrpo")}
+    if len(set(names.values())) == 1:
+        return next(iter(names.values()))
+    return "; ".join(f"{LABELS[m]} {d}" for m, d in names.items())
 
 
 def _rounded(data: Any) -> Any:

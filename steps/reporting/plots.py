@@ -13,7 +13,7 @@ from steps.reporting.evaluations import LABELS
 
 COLORS = {"base": "C0", "sft": "C1", "grpo": "C2", "mpgrpo": "C3"}  # one colour per method in every plot
 CURVE_PANELS = (("reward", "reward (mean BLEU / 100)"), ("kl", "KL to the reference"),
-                ("completion_length", "completion length (tokens)"), ("val_bleu", "validation BLEU (greedy)"))
+                ("completion_length", "completion length (tokens)"), ("val_bleu", "validation BLEU"))
 
 
 def write_plots(report: Mapping[str, Any], curves: Mapping[str, Mapping[str, Mapping[str, Sequence[Any]]]],
@@ -32,7 +32,7 @@ def write_plots(report: Mapping[str, Any], curves: Mapping[str, Mapping[str, Map
         if any(e["present"] for e in report["tasks"].values()):
             names.append(_save(plt, _listening_figure(plt, report), tmp / "listening.png"))
         for task in report["tasks"]:
-            fig = _curve_figure(plt, task, curves.get(task, {}))
+            fig = _curve_figure(plt, task, curves.get(task, {}), report.get("validation_decoding", ""))
             if fig is not None:
                 names.append(_save(plt, fig, tmp / f"curves_{task}.png"))
     return names
@@ -86,9 +86,12 @@ def _curve_points(curve: Mapping[str, Sequence[Any]], col: str) -> list[tuple[fl
             if s is not None and v is not None]
 
 
-def _curve_figure(plt: Any, task: str, curves: Mapping[str, Mapping[str, Sequence[Any]]]) -> Any:
-    """One panel per training signal that was logged (reward, KL, length, validation BLEU); None if none was."""
-    panels = [(col, title) for col, title in CURVE_PANELS if any(_curve_points(c, col) for c in curves.values())]
+def _curve_figure(plt: Any, task: str, curves: Mapping[str, Mapping[str, Sequence[Any]]], validation: str = ""
+                  ) -> Any:
+    """One panel per training signal that was logged (reward, KL, length, validation BLEU); None if none was.
+    `validation` names the decoding validation BLEU was measured with (it is what checkpoints were chosen on)."""
+    panels = [(col, f"{title} ({validation})" if col == "val_bleu" and validation else title)
+              for col, title in CURVE_PANELS if any(_curve_points(c, col) for c in curves.values())]
     if not panels:
         return None
     cols = min(2, len(panels))

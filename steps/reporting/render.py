@@ -91,8 +91,8 @@ def _task_markdown(entry: Mapping[str, Any], boot: Mapping[str, Any]) -> list[st
 def _significance_markdown(tests: Sequence[Mapping[str, Any]], boot: Mapping[str, Any], decoding: str = "greedy"
                            ) -> list[str]:
     what = ("the greedy outputs paired by example id" if decoding == "greedy" else
-            "the sampled outputs (the paper's decoding), every run pooled, paired by example id and run")
-    out = [f"### Significance, {decoding} (paired bootstrap, sacrebleu, BLEU of {what}, "
+            "the sampled outputs (the paper's decoding), each example's runs resampled together")
+    out = [f"### Significance, {decoding} (paired bootstrap of BLEU over examples, sacrebleu's statistic, {what}, "
            f"{boot['n_samples']} resamples, seed {boot['seed']})", ""]
     if not tests:
         return [*out, "Only one method evaluated: nothing to compare.", ""]
@@ -101,15 +101,20 @@ def _significance_markdown(tests: Sequence[Mapping[str, Any]], boot: Mapping[str
     for t in tests:
         name = f"{LABELS[t['system']]} vs {LABELS[t['baseline']]}"
         if "skipped" in t:
-            rows.append([name, *["n/a"] * 6, f"skipped: {t['skipped']}"])
+            rows.append([name, *["n/a"] * 8, f"skipped: {t['skipped']}"])
             continue
         ci_a, ci_b = t["baseline_ci95"], t["system_ci95"]
+        needed = t.get("examples_for_paper_gain")
         rows.append([name, fmt(t["baseline_bleu"]), f"[{fmt(ci_a[0])}, {fmt(ci_a[1])}]", fmt(t["system_bleu"]),
-                     f"[{fmt(ci_b[0])}, {fmt(ci_b[1])}]", f"{t['delta']:+.2f}", fmt_p(t["p_value"]), t["verdict"]])
+                     f"[{fmt(ci_b[0])}, {fmt(ci_b[1])}]", f"{t['delta']:+.2f}", fmt_p(t["p_value"]), fmt(t.get("mde")),
+                     "" if needed is None else f"{needed} (for {t['paper_gain']:+.2f})", t["verdict"]])
         if t.get("note"):
             notes.append(f"- {name}: {t['note']}.")
-    out += [md_table(["comparison", "BLEU baseline", "95% CI", "BLEU system", "95% CI", "delta", "p", "verdict"],
-                     rows), ""]
+    out += [md_table(["comparison", "BLEU baseline", "95% CI", "BLEU system", "95% CI", "delta", "p", "MDE 80%",
+                      "test examples for the paper's gain", "verdict"], rows), "",
+            "MDE 80%: the smallest BLEU difference this test detects with 80% power at p < 0.05 (2.80 x the "
+            "bootstrap standard error of the difference); the next column: the test size at which the paper's 2B "
+            "GRPO - SFT gain would be that MDE.", ""]
     return [*out, *notes, *([""] if notes else [])]
 
 
@@ -232,8 +237,8 @@ def readme_table(report: Mapping[str, Any]) -> str:
     note = (f"Test split. BLEU (paper's decoding): top-p 0.9, temperature 0.9, mean ± std over the sampled runs, as "
             f"the paper reports; greedy: the mode, for reference. Swapped audio: the same decoding with each example's "
             f"audio replaced by another's (one sampled run; a model that listens drops far). p: paired bootstrap on "
-            f"BLEU ({boot['n_samples']} resamples) against the previous row (sampled: every run pooled, paired by "
-            "example and run). Generated from reports/report.json by `python -m steps.report --readme`.")
+            f"BLEU ({boot['n_samples']} resamples of the examples) against the previous row (sampled: each example's "
+            "runs resampled together). Generated from reports/report.json by `python -m steps.report --readme`.")
     return "\n".join(out) + "\n" + note
 
 

@@ -1,7 +1,10 @@
 """The seed sweep's summary: each seed's BLEU per method and task, mean +- std, and whether base < SFT < GRPO held.
 
 `collect` reads the pipeline's metrics/ (the first seed) and sweeps/runs/seed-<n>/metrics (the others) into
-sweeps/seeds.json's data; `seeds_markdown` renders sweeps/seeds.md and the README's seed section from it.
+sweeps/seeds.json's data; `pooled_significance` tests GRPO and MP-GRPO against SFT on every seed's outputs at once
+(a paired bootstrap that resamples test examples, each with all its seeds' and runs' outputs: they share the audio
+and the question, so they are not independent evidence); `seeds_markdown` renders sweeps/seeds.md and the README's
+seed section from it.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from steps.core.config import TASKS, Config
-from steps.core.io import atomic_write_text, write_json
+from steps.core.io import atomic_write_text, read_jsonl, write_json
+from steps.evaluation.significance import clustered_paired_bootstrap
+from steps.reporting.analysis import ALPHA, PAPER_GAINS, verdict
 from steps.reporting.evaluations import LABELS, METHODS
-from steps.reporting.markdown import fmt, md_table
+from steps.reporting.markdown import fmt, fmt_p, md_table
 
 SEED_ORDER = ("base", "sft", "grpo")
+POOLED_COMPARISONS = (("sft", "grpo"), ("sft", "mpgrpo"))
 # seeds.json's tables and the metrics-file key each is read from: greedy BLEU with the real and the swapped audio,
 # and the paper's sampled decoding (mean over the evaluation's sampled runs; one sampled run on swapped audio).
 SCORE_TABLES = {"runs": "bleu", "swapped": "bleu_swapped", "sampled": "bleu_sampled_mean",
@@ -52,6 +58,83 @@ def collect(cfg: Config, root: Path, runs_dir: Path, tasks: tuple[str, ...] = TA
     note = (f"seed {cfg.seed} is the pipeline's run (dvc repro; {cfg.evaluate.sampled_runs} sampled runs); the other "
             f"seeds' sampled BLEU is over {cfg.sweep.sampled_runs} run(s); base is pretrained once")
     return {"seeds": [str(s) for s in seeds], **tables, "note": note}
+
+
+class NoOutputs(ValueError):
+    """A seed's predictions lack the decoding asked for (e.g. no sampled runs: sweep.sampled_runs 0)."""
+
+
+def seed_metrics_dirs(cfg: Config, root: Path, runs_dir: Path) -> dict[str, Path]:
+    """Each seed's metrics folder: the pipeline's metrics/ for its own seed, runs_dir/seed-<n>/metrics for the rest."""
+    return {str(s): root / cfg.paths.metrics if s == cfg.seed else runs_dir / f"seed-{s}" / "metrics"
+            for s in (cfg.seed, *cfg.sweep.seeds)}
+
+
+def outputs_by_example(dirs: Mapping[str, Path], method: str, task: str, decoding: str
+                       ) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """{example id: every seed's outputs (greedy: one per seed; sampled: each seed's runs)}, {id: reference}."""
+    outputs: dict[str, list[str]] = {}
+    refs: dict[str, str] = {}
+    for seed, metrics in dirs.items():
+        path = metrics / method / f"{task}.predictions.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found (seed {seed}): evaluate {method} on {task} first")
+        for row in read_jsonl(path):
+            found = [row["greedy"]] if decoding == "greedy" and "greedy" in row else list(row.get("sampled") or [])
+            if not found:
+                raise NoOutputs(f"{path}: example {row['id']!r} has no {decoding} output")
+            outputs.setdefault(row["id"], []).extend(found)
+            if refs.setdefault(row["id"], row["reference"]) != row["reference"]:
+                raise ValueError(f"{path}: example {row['id']!r} has another reference than in the other seeds")
+    return outputs, refs
+
+
+def pooled_significance(cfg: Config, root: Path, runs_dir: Path, tasks: tuple[str, ...] = TASKS
+                        ) -> dict[str, list[dict[str, Any]]]:
+    """GRPO and MP-GRPO against SFT over every seed at once, per task and decoding (examples as clusters)."""
+    dirs = seed_metrics_dirs(cfg, root, runs_dir)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for task in tasks:
+        for decoding in ("sampled", "greedy"):
+            for baseline, system in POOLED_COMPARISONS:
+                try:
+                    a, refs = outputs_by_example(dirs, baseline, task, decoding)
+                    b, refs_b = outputs_by_example(dirs, system, task, decoding)
+                except NoOutputs as exc:
+                    out.setdefault(task, []).append({"baseline": baseline, "system": system, "decoding": decoding,
+                                                     "skipped": str(exc)})
+                    continue
+                if set(a) != set(b) or refs != refs_b:
+                    raise ValueError(f"{task}: {baseline} and {system} were not evaluated on the same examples")
+                ids = sorted(a)
+                test = clustered_paired_bootstrap([a[i] for i in ids], [b[i] for i in ids], [refs[i] for i in ids],
+                                                  n_samples=cfg.report.bootstrap_samples, seed=cfg.seed)
+                gain = PAPER_GAINS.get(task)
+                out.setdefault(task, []).append({
+                    "baseline": baseline, "system": system, "decoding": decoding, "n": len(ids),
+                    "outputs_per_example": test["b"]["outputs"] // len(ids), "seeds": list(dirs),
+                    "baseline_bleu": test["a"]["score"], "system_bleu": test["b"]["score"], "delta": test["delta"],
+                    "p_value": test["p_value"], "significant": test["p_value"] < ALPHA,
+                    "verdict": verdict(baseline, system, test["delta"], test["p_value"]), "mde": test["mde"],
+                    "paper_gain": gain, "n_samples": test["n_samples"], "seed": test["seed"]})
+    return out
+
+
+def pooled_markdown(pooled: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
+    if not pooled:
+        return []
+    rows = [[task.upper(), t["decoding"], f"{LABELS[t['system']]} vs {LABELS[t['baseline']]}",
+             *([f"skipped: {t['skipped']}", *[""] * 7] if "skipped" in t else [
+                 str(t["n"]), str(t["outputs_per_example"]), fmt(t["baseline_bleu"]), fmt(t["system_bleu"]),
+                 f"{t['delta']:+.2f}", fmt_p(t["p_value"]), fmt(t["mde"]),
+                 "" if t.get("paper_gain") is None else f"{t['paper_gain']:+.2f}"])]
+            for task, tests in pooled.items() for t in tests]
+    return ["### Pooled over seeds", "",
+            "Corpus BLEU over every seed's test outputs together; p: paired bootstrap resampling test examples, each "
+            "with all its seeds' (and sampled runs') outputs, so that correlated outputs of one example are not "
+            "counted as independent evidence; MDE: the smallest difference detectable with 80% power at p < 0.05.",
+            "", md_table(["task", "decoding", "comparison", "examples", "outputs each", "BLEU baseline",
+                          "BLEU system", "delta", "p", "MDE 80%", "paper's 2B gain"], rows), ""]
 
 
 def write_summary(data: Mapping[str, Any], out_dir: Path) -> None:
@@ -119,7 +202,7 @@ def seeds_markdown(data: Mapping[str, Any]) -> list[str]:
         out += _seeds_markdown(seed_summary(data, "sampled"))
         if data.get("note"):
             out += [f"({data['note']}.)", ""]
-    return out + _seeds_markdown(seed_summary(data))
+    return out + _seeds_markdown(seed_summary(data)) + pooled_markdown(data.get("pooled") or {})
 
 
 def _seeds_markdown(seeds: Mapping[str, Any]) -> list[str]:

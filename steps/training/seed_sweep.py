@@ -24,7 +24,7 @@ from steps.core.config import TASKS, Config
 from steps.core.io import atomic_dir
 from steps.core.tracking import ENV_SWEEP_SEED
 from steps.evaluation.evaluate import run_evaluate
-from steps.reporting.seeds import collect, write_summary
+from steps.reporting.seeds import collect, pooled_significance, write_summary
 from steps.training.grpo import METHODS as GRPO_METHODS
 from steps.training.grpo import run_grpo
 from steps.training.sft import run_sft
@@ -69,6 +69,7 @@ def run_sweep(cfg: Config, root: Path, out_dir: Path, only: list[int] | None = N
     for seed in only or cfg.sweep.seeds:
         run_seed(cfg, seed, root, out_dir / "runs" / f"seed-{seed}", tasks)
     data = collect(cfg, root, out_dir / "runs", tasks)
+    data["pooled"] = pooled_significance(cfg, root, out_dir / "runs", tasks)
     write_summary(data, out_dir)
     print(f"seeds: {data['seeds']} -> {out_dir / 'seeds.md'}", flush=True)
     return data
