@@ -10,6 +10,7 @@ artifact folder.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,6 +45,12 @@ def mlflow_server(tmp_path: Path) -> Any:
     with running(server_command(store, port), tmp_path / "mlflow-server.log", env, store,
                  ready=lambda: http_ok(f"{url}/health"), timeout=120, what="mlflow server"):
         print(f"\nmlflow server up in {time.monotonic() - started:.1f} s", file=sys.stderr)
+        # The documented first step: the experiment created by the server, so it gets the server's proxied location
+        # (the pretrain stage's learning-curve logger, steps/curves.py, would create it with a path local to the
+        # node that runs first).
+        subprocess.run([str(BIN / "mlflow"), "experiments", "create", "--experiment-name", tracking.DEFAULT_EXPERIMENT],
+                       env={**env, "MLFLOW_TRACKING_URI": url}, cwd=store, check=True, capture_output=True,
+                       timeout=120)
         yield url, store
 
 
