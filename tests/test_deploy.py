@@ -111,7 +111,7 @@ def test_a_worker_runs_a_run_triggered_through_the_api(tmp_path: Path) -> None:
                       "--env", "SPEECH_GRPO_TRACKING=off")
         assert f"'speech-grpo-pipeline/{deploy.DEPLOYMENT_NAME}'" in printed
 
-        worker_cmd = [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--name", "gpu-node-1"]
+        worker_cmd = [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--name", "gpu-node-1", "--limit", "1"]
         with _api(api_url) as client, running(worker_cmd, tmp_path / "worker.log", env, tmp_path):
 
             def worker_online() -> bool:
