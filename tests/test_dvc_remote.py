@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from flows import workspace
-from steps.config import load_config
+from steps.core.config import load_config
 from tests.conftest import REPO
 from tests.servers import BIN, HOST, env_with_bin, free_port, http_ok, running
 

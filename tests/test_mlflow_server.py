@@ -2,15 +2,14 @@
 
     pytest tests/test_mlflow_server.py -m slow    # starts `mlflow server` on 127.0.0.1 and a free port
 
-A stage's run (steps.tracking.stage_run) logs params, metrics and an artifact, registers a micro SALLM
-(steps.registry.register_model) and loads it back (load_registered), all through MLFLOW_TRACKING_URI=http://...;
+A stage's run (steps.core.tracking.stage_run) logs params, metrics and an artifact, registers a micro SALLM
+(steps.core.registry.register_model) and loads it back (load_registered), all through MLFLOW_TRACKING_URI=http://...;
 every artifact goes through the server (`mlflow-artifacts:` URIs), none is written by the client into the server's
 artifact folder.
 """
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,10 +19,10 @@ import pandas as pd
 import pytest
 
 # The stage code under test (these modules are expected to move to steps.core: change these lines only).
-from steps import registry, tracking
-from steps.tiny_model import save
+from steps.core import registry, tracking
+from steps.modeling.tiny import save
 from tests.servers import BIN, HOST, env_with_bin, free_port, http_ok, running
-from tests.tiny_sallm import build_micro, speech_rows_fixture  # noqa: F401
+from tests.tiny_sallm import build_micro
 
 
 def server_command(store: Path, port: int) -> list[str]:
@@ -45,12 +44,6 @@ def mlflow_server(tmp_path: Path) -> Any:
     with running(server_command(store, port), tmp_path / "mlflow-server.log", env, store,
                  ready=lambda: http_ok(f"{url}/health"), timeout=120, what="mlflow server"):
         print(f"\nmlflow server up in {time.monotonic() - started:.1f} s", file=sys.stderr)
-        # The documented first step: the experiment created by the server, so it gets the server's proxied location
-        # (the pretrain stage's learning-curve logger, steps/curves.py, would create it with a path local to the
-        # node that runs first).
-        subprocess.run([str(BIN / "mlflow"), "experiments", "create", "--experiment-name", tracking.DEFAULT_EXPERIMENT],
-                       env={**env, "MLFLOW_TRACKING_URI": url}, cwd=store, check=True, capture_output=True,
-                       timeout=120)
         yield url, store
 
 

@@ -32,8 +32,12 @@ def test_default_store_is_absolute_sqlite_under_the_main_repo(monkeypatch, tmp_p
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv(tracking.ENV_ROOT, raising=False)
     monkeypatch.chdir(REPO / "steps")  # anywhere inside the checkout resolves to its root
-    assert tracking.tracking_uri() == f"sqlite:///{REPO / 'mlruns' / 'mlflow.db'}"
-    assert tracking.artifact_root() == (REPO / "mlruns" / "artifacts").as_uri()
+    # ...the main repository's root: the checkout itself, or the repository a git worktree belongs to
+    common = subprocess.run(["git", "rev-parse", "--path-format=absolute", "--git-common-dir"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.strip()
+    main = Path(common).parent
+    assert tracking.tracking_uri() == f"sqlite:///{main / 'mlruns' / 'mlflow.db'}"
+    assert tracking.artifact_root() == (main / "mlruns" / "artifacts").as_uri()
     monkeypatch.setenv(tracking.ENV_ROOT, str(tmp_path))
     assert tracking.tracking_uri() == f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")

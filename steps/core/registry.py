@@ -103,12 +103,13 @@ class SpeechPythonModel(mlflow.pyfunc.PythonModel):
         self.model, self.processor = load_model_and_processor(model_dir, model_settings(model_dir))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> list[str]:
+        from steps.modeling.batches import audio_extractor
         from steps.modeling.generation import GenerationSettings, generate
 
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         if "prompt" not in frame.columns:
             raise ValueError(f"input needs a `prompt` column (text with <|audio|>); got {list(frame.columns)}")
-        audios = audio_inputs(frame, self.processor.feature_extractor.sampling_rate)
+        audios = audio_inputs(frame, audio_extractor(self.processor).sampling_rate)
         settings = GenerationSettings(max_new_tokens=int((params or {}).get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)))
         return generate(self.model, self.processor, [str(p) for p in frame["prompt"]], audios, settings,
                         batch_size=PREDICT_BATCH_SIZE)

@@ -22,9 +22,18 @@ class ClipTooLongError(ValueError):
     """A clip does not fit the model's audio window; we never truncate silently."""
 
 
+def audio_extractor(processor: Any) -> Any:
+    """The processor's audio feature extractor: `feature_extractor` (Qwen2-Audio), `audio_processor` (Granite)."""
+    fe = getattr(processor, "feature_extractor", None) or getattr(processor, "audio_processor", None)
+    if fe is None:
+        raise ValueError(f"{type(processor).__name__} has no audio feature extractor (feature_extractor or "
+                         "audio_processor): add how to find it in steps/modeling/batches.py")
+    return fe
+
+
 def audio_window_samples(processor: Any) -> int | None:
     """How many samples the processor's audio window holds (None: the family has no fixed window)."""
-    fe = processor.feature_extractor
+    fe = audio_extractor(processor)
     return int(fe.n_samples) if hasattr(fe, "n_samples") else None
 
 
@@ -33,7 +42,7 @@ def check_clips_fit(audios: Sequence[np.ndarray], processor: Any, ids: Sequence[
     limit = audio_window_samples(processor)
     if limit is None:
         return
-    rate = processor.feature_extractor.sampling_rate
+    rate = audio_extractor(processor).sampling_rate
     for i, audio in enumerate(audios):
         if len(audio) > limit:
             name = ids[i] if ids is not None else f"#{i}"
@@ -60,7 +69,7 @@ def encode_prompts(processor: Any, adapter: FamilyAdapter, prompts: Sequence[str
     arrays = as_float_arrays(audios)
     check_clips_fit(arrays, processor, ids)
     texts = [chat_prompt(processor, adapter, p) for p in prompts]
-    rate = processor.feature_extractor.sampling_rate
+    rate = audio_extractor(processor).sampling_rate
     batch = processor(text=texts, audio=arrays, sampling_rate=rate, return_tensors="pt", padding=True)
     return dict(batch)
 
@@ -72,7 +81,7 @@ def encode_for_training(processor: Any, adapter: FamilyAdapter, prompts: Sequenc
     check_clips_fit(arrays, processor, ids)
     tok = processor.tokenizer
     texts = [chat_prompt(processor, adapter, p) + a + tok.eos_token for p, a in zip(prompts, answers, strict=True)]
-    rate = processor.feature_extractor.sampling_rate
+    rate = audio_extractor(processor).sampling_rate
     old_side = tok.padding_side
     tok.padding_side = "right"
     try:

@@ -48,7 +48,7 @@ from steps.core.config import Config, GrpoConfig
 from steps.core.io import atomic_write_text, read_jsonl
 from steps.core.tracking import StageRun
 from steps.evaluation.metrics import corpus_bleu
-from steps.modeling.batches import encode_prompts
+from steps.modeling.batches import audio_extractor, encode_prompts
 from steps.modeling.encoder_speedups import encode_each_clip_once
 from steps.modeling.families import FamilyAdapter, adapter_for, get_submodule
 from steps.modeling.generation import GenerationSettings, generate
@@ -221,7 +221,7 @@ class AudioGRPOTrainer(GRPOTrainer):
                                                  has_tool_images)
         # vLLM colocate (GPU only, not exercised here): TRL passes token ids and images; add each row's audio.
         llm = self.vllm_generation.llm
-        rate = self.processing_class.feature_extractor.sampling_rate
+        rate = audio_extractor(self.processing_class).sampling_rate
         audios = [row["audio"] for row in self._rows]
         original = llm.generate
 
