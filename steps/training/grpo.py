@@ -61,6 +61,7 @@ from steps.training.runner import (
     TrainingJob,
     TrainResult,
     run_training,
+    trainer_kwargs,
     validation_settings,
 )
 
@@ -437,12 +438,10 @@ def section_config(cfg: Config, method: str) -> GrpoConfig:
 
 
 def trainer_args(gcfg: GrpoConfig, seed: int, work_dir: Path, device: torch.device) -> Any:
-    """TRL's GRPOConfig built from our section (the only place TRL/HF training knobs are set)."""
-    on_cpu = device.type == "cpu"
+    """TRL's GRPOConfig built from our section (with the knobs every method shares, runner.trainer_kwargs)."""
     return GRPOConfig(
-        output_dir=str(work_dir),
+        **trainer_kwargs(gcfg, work_dir, device, seed),
         per_device_train_batch_size=gcfg.prompts_per_step * gcfg.num_generations,
-        per_device_eval_batch_size=gcfg.eval_batch_size,
         gradient_accumulation_steps=1,
         num_generations=gcfg.num_generations,
         max_completion_length=gcfg.max_completion_length,
@@ -453,36 +452,11 @@ def trainer_args(gcfg: GrpoConfig, seed: int, work_dir: Path, device: torch.devi
         epsilon=gcfg.epsilon,
         epsilon_high=gcfg.epsilon_high if gcfg.epsilon_high is not None else gcfg.epsilon,
         scale_rewards=gcfg.scale_rewards,
-        learning_rate=gcfg.lr,
-        lr_scheduler_type=gcfg.lr_scheduler,
-        warmup_steps=gcfg.warmup_ratio,  # a float in [0, 1) is a fraction of the total steps in transformers 5
-        max_steps=gcfg.max_steps,
-        weight_decay=gcfg.weight_decay,
-        max_grad_norm=gcfg.max_grad_norm,
-        logging_steps=gcfg.logging_steps,
-        logging_nan_inf_filter=False,
-        eval_strategy="steps",
-        eval_steps=gcfg.eval_every,
-        save_strategy="steps",
-        save_steps=gcfg.eval_every,
-        save_total_limit=gcfg.save_total_limit,
-        load_best_model_at_end=True,
-        metric_for_best_model="selection",
-        greater_is_better=True,
-        report_to="none",
-        remove_unused_columns=False,
-        gradient_checkpointing=False,
         use_vllm=gcfg.use_vllm,
         vllm_mode=gcfg.vllm_mode,
         vllm_gpu_memory_utilization=gcfg.vllm_gpu_memory_utilization,
         deepspeed=gcfg.deepspeed,
-        use_cpu=on_cpu,
-        bf16=not on_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
-        seed=seed,
-        data_seed=seed,
-        dataloader_num_workers=0,
         log_completions=False,
-        disable_tqdm=False,
     )
 
 

@@ -105,6 +105,41 @@ def decoding_name(settings: GenerationSettings) -> str:
     return f"sampled T {settings.temperature} top-p {settings.top_p}" if settings.do_sample else "greedy"
 
 
+def trainer_kwargs(settings: Any, work_dir: Path, device: torch.device, seed: int) -> dict[str, Any]:
+    """The TrainingArguments SFT and GRPO share, from their params section (the only place these knobs are set):
+    checkpoints every `eval_every` steps, the best on validation BLEU kept, logging to our callbacks only."""
+    on_cpu = device.type == "cpu"
+    return dict(
+        output_dir=str(work_dir),
+        per_device_eval_batch_size=settings.eval_batch_size,
+        learning_rate=settings.lr,
+        lr_scheduler_type=settings.lr_scheduler,
+        warmup_steps=settings.warmup_ratio,  # a float in [0, 1) is a fraction of the total steps in transformers 5
+        max_steps=settings.max_steps,
+        weight_decay=settings.weight_decay,
+        max_grad_norm=settings.max_grad_norm,
+        logging_steps=settings.logging_steps,
+        logging_nan_inf_filter=False,  # the default hides a NaN loss behind the running mean
+        eval_strategy="steps",
+        eval_steps=settings.eval_every,
+        save_strategy="steps",
+        save_steps=settings.eval_every,
+        save_total_limit=settings.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model="selection",  # eval_selection: validation BLEU (SFT breaks ties by loss)
+        greater_is_better=True,
+        report_to="none",  # our StepMetrics callback logs into the stage's MLflow run instead
+        remove_unused_columns=False,
+        gradient_checkpointing=False,  # TRL turns it on by default: pure recompute cost on small models
+        use_cpu=on_cpu,
+        bf16=not on_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        seed=seed,
+        data_seed=seed,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
 class NonFiniteGuard(TrainerCallback):
     """Stops training with NonFiniteLossError before an optimiser step on NaN/inf gradients."""
 

@@ -37,6 +37,7 @@ from steps.training.runner import (
     TrainResult,
     decoding_name,
     run_training,
+    trainer_kwargs,
     validation_settings,
 )
 
@@ -98,43 +99,16 @@ def make_callbacks(cfg: Config, processor: Any, validation: Any, run: StageRun,
 
 
 def trainer_args(cfg: Config, work_dir: Path, device: torch.device) -> SFTConfig:
-    """TRL's SFTConfig built from our `sft` section (the only place TRL/HF training knobs are set)."""
+    """TRL's SFTConfig built from our `sft` section (with the knobs every method shares, runner.trainer_kwargs)."""
     s = cfg.sft
-    on_cpu = device.type == "cpu"
     return SFTConfig(
-        output_dir=str(work_dir),
+        **trainer_kwargs(s, work_dir, device, cfg.seed),
         per_device_train_batch_size=s.batch_size,
-        per_device_eval_batch_size=s.eval_batch_size,
         gradient_accumulation_steps=s.grad_accumulation,
-        learning_rate=s.lr,
-        lr_scheduler_type=s.lr_scheduler,
-        warmup_steps=s.warmup_ratio,  # a float in [0, 1) is a fraction of the total steps in transformers 5
         num_train_epochs=s.epochs,
-        max_steps=s.max_steps,
-        weight_decay=s.weight_decay,
-        max_grad_norm=s.max_grad_norm,
-        logging_steps=s.logging_steps,
-        logging_nan_inf_filter=False,  # the default hides a NaN loss behind the running mean
-        eval_strategy="steps",
-        eval_steps=s.eval_every,
-        save_strategy="steps",
-        save_steps=s.eval_every,
-        save_total_limit=s.save_total_limit,
-        load_best_model_at_end=True,
-        metric_for_best_model="selection",  # eval_selection: BLEU, ties broken by loss
-        greater_is_better=True,
         prediction_loss_only=True,
-        report_to="none",  # our StepMetrics callback logs into the stage's MLflow run instead
-        remove_unused_columns=False,
         dataset_kwargs={"skip_prepare_dataset": True},
-        gradient_checkpointing=False,  # TRL's SFTConfig turns it on by default: pure recompute cost on small models
         max_length=None,  # never truncate: that would cut answers (or the audio placeholders) silently
-        use_cpu=on_cpu,
-        bf16=not on_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        dataloader_num_workers=0,
-        disable_tqdm=False,
     )
 
 
