@@ -18,7 +18,7 @@ def test_repo_params_yaml_is_valid():
 def test_all_problems_reported_at_once_with_key_paths_and_fixes():
     raw = {
         "sed": 3,                                    # typo of a top-level key
-        "synth": {"voises": ["en"], "rate_wpm": [200, 100]},
+        "synth": {"voises": ["en"], "train": {"rate_wpm": [200, 100], "voices": ["en"]}},
         "prepare": {"sample_rate": "16k", "max_bad_fraction": 1.5,
                     "tasks": {"ast": {"source": {"kind": "covost", "path": "x"},
                                       "prompts": {"ast": ["no placeholder here"]}}}},
@@ -29,8 +29,8 @@ def test_all_problems_reported_at_once_with_key_paths_and_fixes():
     problems = info.value.problems
     assert len(problems) == 7, msg
     assert "sed: unknown key. Did you mean 'seed'?" in msg
-    assert "synth.voises: unknown key. Did you mean 'train_voices'?" in msg
-    assert "synth.rate_wpm: needs 80 <= min <= max <= 450" in msg
+    assert "synth.voises: unknown key." in msg
+    assert "synth.train.rate_wpm: needs 80 <= min <= max <= 450" in msg
     assert "prepare.sample_rate: expected an integer, got '16k'" in msg
     assert "prepare.max_bad_fraction: must be within [0, 1]" in msg
     assert "prepare.tasks.ast.source.kind" in msg and "Did you mean 'covost2'?" in msg
@@ -54,15 +54,29 @@ def test_a_report_why_key_naming_no_params_key_stops_loading_with_a_hint(tmp_pat
     assert config_from_dict({"grpo": {"advantage_std_floor": None}, "report": {"why": why}}).report.why == why
 
 
-@pytest.mark.parametrize(("voices", "message"), [
-    ({"train_voices": ["en-US", "en"], "test_voices": ["en"]}, "test_voices: ['en'] also in train_voices"),
-    ({"train_voices": ["en-US", "en"], "validation_voices": ["en"]}, "validation_voices: ['en'] also in train_voices"),
-    ({"validation_voices": ["en-US-nyc"]}, "test_voices: ['en-US-nyc'] also in validation_voices"),
+@pytest.mark.parametrize(("synth", "message"), [
+    ({"train": {"voices": ["en-US", "en"]}, "test": {"voices": ["en"]}},
+     "synth.test.voices: ['en'] also in train.voices"),
+    ({"train": {"voices": ["en-US"], "variants": ["", "m1"]}, "validation": {"voices": ["x"], "variants": ["m1"]}},
+     "synth.validation.variants: ['m1'] also in train.variants"),
+    ({"validation": {"voices": ["en-US-nyc"], "variants": ["m4"], "rate_wpm": [125, 140], "pitch": [72, 85]}},
+     "synth.test.voices: ['en-US-nyc'] also in validation.voices"),
+    ({"test": {"voices": ["x"], "variants": ["m2"], "rate_wpm": [190, 220], "pitch": [15, 28]}},
+     "synth.test.rate_wpm: [190, 220] overlaps train.rate_wpm [145, 195]"),
+    ({"validation": {"voices": ["x"], "variants": ["m4"], "rate_wpm": [125, 140], "pitch": [60, 85]}},
+     "synth.validation.pitch: [60, 85] overlaps train.pitch [30, 70]"),
 ])
-def test_speaker_disjointness_is_enforced(voices, message):
-    with pytest.raises(ConfigError, match="speaker-disjoint") as err:
-        config_from_dict({"synth": voices})
+def test_split_speakers_are_disjoint_in_voice_variant_and_ranges(synth, message):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"synth": synth})
     assert message in str(err.value)
+
+
+def test_a_test_snr_that_training_used_is_refused():
+    with pytest.raises(ConfigError, match=r"evaluate.conditions.snr_db: \[12.0\] dB also in synth.train_noise"):
+        config_from_dict({"evaluate": {"conditions": {"snr_db": [20, 12]}}})
+    assert config_from_dict({"synth": {"train_noise": {"fraction": 0}},  # no noisy training: any SNR is unseen
+                             "evaluate": {"conditions": {"snr_db": [12]}}}).evaluate.conditions.snr_db == (12.0,)
 
 
 def test_bool_is_not_an_integer():
@@ -73,12 +87,13 @@ def test_bool_is_not_an_integer():
 def test_overrides_parse_yaml_values_and_nested_paths(tmp_path: Path):
     params = tmp_path / "params.yaml"
     params.write_text((REPO / "params.yaml").read_text())
-    cfg = load_config(params, ["prepare.workers=1", "synth.noise_snr_db=20", "synth.sizes.ast.train=7",
-                               "synth.test_voices=[en-US-nyc]"])
+    cfg = load_config(params, ["prepare.workers=1", "synth.train_noise.fraction=0.25", "synth.sizes.ast.train=7",
+                               "synth.test.voices=[en-US-nyc]"])
     assert cfg.prepare.workers == 1
-    assert cfg.synth.noise_snr_db == 20.0
+    assert cfg.synth.train_noise.fraction == 0.25
     assert cfg.synth.sizes.ast.train == 7
-    assert cfg.synth.test_voices == ("en-US-nyc",)
+    assert cfg.synth.test.voices == ("en-US-nyc",)
+    assert cfg.synth.test.variants == Config().synth.test.variants  # the rest of the section from params.yaml
 
 
 def test_exponent_numbers_are_numbers_though_yaml_1_1_reads_them_as_text(tmp_path: Path):

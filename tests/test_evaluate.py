@@ -6,18 +6,21 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import sacrebleu
 import torch
 
-from steps.core.config import ConfigError, EvaluateConfig, config_from_dict
+from steps.core.config import ConfigError, EvaluateConfig, HeldOutConditions, config_from_dict
 from steps.core.io import read_jsonl
 from steps.evaluation.evaluate import (
     Decoded,
     available_models,
     build_metrics,
     decode_all,
+    decode_conditions,
     model_path,
+    noisy_audio,
     prediction_rows,
     run_evaluate,
     spread,
@@ -155,3 +158,61 @@ def test_sft_model_beats_the_untrained_one_and_predictions_hold_all_runs(tmp_pat
     assert [p["id"] for p in predictions] == [r["id"] for r in speech_rows]
     assert all(len(p["sampled"]) == 2 and "greedy" in p and "swapped" in p and "swapped_sampled" in p
                for p in predictions)
+
+
+def test_noisy_condition_audio_has_the_snr_and_is_seeded_per_example(speech_rows) -> None:
+    ds = to_dataset(speech_rows[:3])
+    noisy = noisy_audio(ds, 20.0, "white", seed=5)
+    for clean, dirty in zip(ds["audio"], noisy, strict=True):
+        clean = np.asarray(clean, dtype=np.float64)
+        snr = 10 * np.log10(np.mean(clean ** 2) / np.mean((dirty - clean) ** 2))
+        assert snr == pytest.approx(20.0, abs=0.5)
+    again = noisy_audio(ds, 20.0, "white", seed=5)
+    assert all(np.array_equal(a, b) for a, b in zip(noisy, again, strict=True))
+    other = noisy_audio(ds, 20.0, "white", seed=6)
+    assert not np.array_equal(noisy[0], other[0])
+
+
+def test_conditions_decode_noisy_swapped_and_training_speaker_audio(speech_rows, monkeypatch) -> None:
+    calls: list[tuple[list[str], list[np.ndarray]]] = []
+
+    def fake_generate(model, processor, prompts, audios, settings, batch_size, **kwargs):
+        assert not settings.do_sample  # conditions decode greedily
+        calls.append((list(prompts), [np.asarray(a) for a in audios]))
+        return [f"h{len(calls)}-{i}" for i in range(len(prompts))]
+
+    monkeypatch.setattr("steps.evaluation.evaluate.generate", fake_generate)
+    test, reference = to_dataset(speech_rows[:4]), to_dataset(speech_rows[4:7])
+    ecfg = EvaluateConfig(conditions=HeldOutConditions(snr_db=(20.0, 10.0)))
+    out = Decoded()
+    decode_conditions(None, None, test, reference, ecfg, seed=1, out=out)
+    assert list(out.conditions) == ["snr20", "snr20_swapped", "snr10", "snr10_swapped"]
+    assert len(calls) == 5 and out.train_voices == ["h5-0", "h5-1", "h5-2"]
+    noisy20, swapped20, noisy10 = calls[0][1], calls[1][1], calls[2][1]
+    assert noisy20[0].shape == np.asarray(test["audio"][0]).shape and not np.array_equal(noisy20[0], test["audio"][0])
+    assert all(any(np.array_equal(s, n) for n in noisy20) and not np.array_equal(s, noisy20[i])
+               for i, s in enumerate(swapped20))  # another example's noisy clip, for every example
+    assert np.mean((noisy10[0] - test["audio"][0]) ** 2) > 5 * np.mean((noisy20[0] - test["audio"][0]) ** 2)
+    assert [np.asarray(a).tolist() for a in calls[4][1]] == [np.asarray(a).tolist() for a in reference["audio"]]
+
+
+def test_condition_scores_and_robustness_are_sacrebleu_on_their_own_references() -> None:
+    refs = REFS
+    decoded = Decoded(greedy=list(refs), conditions={"snr20": ["the cat sat on a mat", "a dog runs", "we read"],
+                                                     "snr20_swapped": ["x", "y", "z"]},
+                      train_voices=["the cat sat on the mat", "a dog runs in a park"])
+    metrics = build_metrics(decoded, refs, "sqa", EvaluateConfig(), reference_refs=refs[:2])
+    noisy = sacrebleu.corpus_bleu(decoded.conditions["snr20"], [refs]).score
+    clean_train = sacrebleu.corpus_bleu(decoded.train_voices, [refs[:2]]).score
+    assert metrics["bleu_snr20"] == pytest.approx(noisy, abs=1e-4)
+    assert metrics["bleu_train_voices"] == pytest.approx(clean_train, abs=1e-4)
+    assert metrics["robustness_snr20"] == pytest.approx(noisy / clean_train, abs=1e-4)
+    assert "robustness_snr20_swapped" not in metrics and metrics["conditions"]["train_voices"]["n"] == 2
+
+
+def test_prediction_rows_put_the_training_speakers_answer_beside_its_test_example(speech_rows) -> None:
+    ds = to_dataset([{**row, "id": f"sqa-test-{i:05d}"} for i, row in enumerate(speech_rows[:2])])
+    decoded = Decoded(greedy=["g0", "g1"], conditions={"snr20": ["n0", "n1"]}, train_voices=["t1"])
+    rows = prediction_rows(ds, decoded, ["sqa-test_train_voices-00001"])  # prepare skipped the first one
+    assert rows[0]["conditions"] == {"snr20": "n0"}
+    assert rows[1]["conditions"] == {"snr20": "n1", "train_voices": "t1"}

@@ -13,8 +13,9 @@ import soundfile as sf
 from steps.core.config import config_from_dict
 from steps.core.io import read_jsonl
 from steps.data.audio import dbfs
-from steps.data.corpus import plan_corpus, run_synth
-from steps.data.tts import Speaker, TTSError, add_noise
+from steps.data.corpus import plan_corpus, run_synth, sentences
+from steps.data.noise import COLOURS, add_noise, coloured_noise
+from steps.data.tts import Speaker, TTSError
 
 TINY = {"seed": 7, "synth": {"workers": 1, "sizes": {p: {"train": 4, "validation": 2, "test": 3}
                                                       for p in ("ast", "sqa", "pretrain")}}}
@@ -40,12 +41,26 @@ def test_tts_rejects_unknown_voice_and_empty_text():
         Speaker.get().say("  ", voice="en-US")
 
 
-def test_noise_hits_the_requested_snr():
+@pytest.mark.parametrize("colour", COLOURS)
+def test_noise_of_every_colour_hits_the_requested_snr(colour: str):
     rng = np.random.default_rng(0)
     clean = (0.3 * np.sin(np.linspace(0, 2000, 40000))).astype(np.float32)
-    noisy = add_noise(clean, 10.0, rng)
+    noisy = add_noise(clean, 10.0, rng, colour)
     snr = 10 * np.log10(np.mean(clean.astype(np.float64) ** 2) / np.mean((noisy - clean).astype(np.float64) ** 2))
     assert snr == pytest.approx(10.0, abs=0.3)
+
+
+def test_noise_colours_have_their_spectral_tilt():
+    """Power in the top half of the band over the bottom half: flat for white, falling for pink, more for brown."""
+    def high_over_low(colour: str) -> float:
+        power = np.abs(np.fft.rfft(coloured_noise(1 << 15, colour, np.random.default_rng(1)))) ** 2
+        half = power.size // 2
+        return float(power[half:].sum() / power[1:half].sum())
+    white, pink, brown = (high_over_low(c) for c in ("white", "pink", "brown"))
+    assert white == pytest.approx(1.0, rel=0.1)
+    assert brown < 0.1 * pink < 0.1 * white
+    with pytest.raises(ValueError, match="unknown noise colour 'blue'"):
+        coloured_noise(10, "blue", np.random.default_rng(0))
 
 
 def test_plan_is_deterministic_speaker_disjoint_and_pools_are_text_disjoint():
@@ -54,13 +69,17 @@ def test_plan_is_deterministic_speaker_disjoint_and_pools_are_text_disjoint():
     plan = plan_corpus(cfg)
     assert plan == plan_corpus(cfg)
     for pool, splits in plan.items():
-        speakers = {split: {r["speaker"].split("+")[0] for r in rows} for split, rows in splits.items()}
-        assert speakers["train"] <= set(cfg.synth.train_voices), pool
-        assert speakers["validation"] <= set(cfg.synth.validation_voices), pool
-        assert speakers["test"] <= set(cfg.synth.test_voices), pool
+        for split in ("train", "validation", "test"):
+            allowed = cfg.synth.speakers(split)
+            for row in splits[split]:
+                voice, _, variant = row["speaker"].partition("+")
+                assert voice in allowed.voices and variant in allowed.variants, (pool, split, row["speaker"])
+                assert allowed.rate_wpm[0] <= row["rate_wpm"] <= allowed.rate_wpm[1]
+                assert allowed.pitch[0] <= row["pitch"] <= allowed.pitch[1]
+        speakers = {split: {r["speaker"] for r in splits[split]} for split in ("train", "validation", "test")}
         assert not speakers["train"] & (speakers["validation"] | speakers["test"])
         assert not speakers["validation"] & speakers["test"]
-        texts = [r["text"] + r.get("question", "") for s in splits.values() for r in s]
+        texts = [r["text"] + r.get("question", "") for k, s in splits.items() if k != "test_train_voices" for r in s]
         assert len(texts) == len(set(texts)), f"{pool}: an utterance appears in two splits"
     ast_sentences = {r["text"] for s in plan["ast"].values() for r in s}
     pretrain_sentences = {r["text"] for s in plan["pretrain"].values() for r in s}
@@ -74,7 +93,8 @@ def test_run_synth_writes_wavs_and_manifests(tmp_path: Path):
     run_synth(cfg, tmp_path)
     for pool in ("ast", "sqa", "pretrain"):
         assert sorted(p.name for p in (tmp_path / pool).iterdir()) == [  # a few files for DVC to walk, not a clip each
-            "audio.zip", "resolved_params.yaml", "test.jsonl", "train.jsonl", "validation.jsonl"]
+            "audio.zip", "resolved_params.yaml", "test.jsonl", "test_train_voices.jsonl", "train.jsonl",
+            "validation.jsonl"]
         rows = read_jsonl(tmp_path / pool / "test.jsonl")
         assert len(rows) == 3
         for row in rows:
@@ -96,7 +116,8 @@ def test_synth_is_bit_exact_under_the_same_seed(tmp_path: Path):
     generator (reseeded per clip, see steps.data.tts.Speaker.say). The `+f2` variant breathes, so it must be in the
     plan.
     """
-    cfg = config_from_dict({**TINY, "synth": {**TINY["synth"], "noise_snr_db": 20.0}})
+    train = {"voices": ["en-US"], "variants": ["f2"], "rate_wpm": [145, 195], "pitch": [30, 70]}
+    cfg = config_from_dict({**TINY, "synth": {**TINY["synth"], "train": train, "train_noise": {"fraction": 1.0}}})
     assert any(row["speaker"].endswith("+f2") for rows in plan_corpus(cfg)["ast"].values() for row in rows)
     run_synth(cfg, tmp_path / "a")
     run_synth(cfg, tmp_path / "b")
@@ -119,3 +140,45 @@ def test_breath_noise_follows_the_seed():
     first = _say_in_fresh_process(3)
     assert _say_in_fresh_process(3) == first
     assert _say_in_fresh_process(4) != first
+
+
+def test_no_sentence_of_validation_or_test_is_heard_in_training_or_pretraining():
+    cfg = config_from_dict({**TINY, "synth": {**TINY["synth"], "sizes": {
+        "sqa": {"train": 400, "validation": 60, "test": 80}, "ast": {"train": 400, "validation": 60, "test": 80},
+        "pretrain": {"train": 400, "validation": 20, "test": 20}}}})
+    plan = plan_corpus(cfg)
+    def spoken(pools: tuple[str, ...], split_names: tuple[str, ...]) -> set[str]:
+        return {s for p in pools for k in split_names for r in plan[p][k] for s in sentences(r["text"])}
+    heard = spoken(("sqa", "ast"), ("train",)) | spoken(("pretrain",), ("train", "validation", "test"))
+    test, validation = spoken(("sqa", "ast"), ("test",)), spoken(("sqa", "ast"), ("validation",))
+    assert len(test) > 100 and len(heard) > 500
+    assert not test & heard and not validation & heard and not test & validation
+    assert max(len(sentences(r["text"])) for r in plan["sqa"]["test"]) == 2  # passages of two sentences are split
+
+
+def test_training_clips_get_noise_and_held_out_splits_stay_clean():
+    cfg = config_from_dict({**TINY, "synth": {**TINY["synth"], "sizes": {
+        p: {"train": 200, "validation": 10, "test": 10} for p in ("ast", "sqa", "pretrain")}}})
+    plan = plan_corpus(cfg)
+    for pool in ("ast", "sqa", "pretrain"):
+        noisy = [r["noise"] for r in plan[pool]["train"] if r["noise"]]
+        assert 0.35 < len(noisy) / 200 < 0.65, pool  # train_noise.fraction 0.5
+        assert {n["colour"] for n in noisy} == set(cfg.synth.train_noise.colours)
+        assert {n["snr_db"] for n in noisy} <= set(cfg.synth.train_noise.snr_db)
+        assert all(r["noise"] is None for k in ("validation", "test") for r in plan[pool][k])
+
+
+def test_test_texts_are_spoken_again_by_training_speakers():
+    cfg = config_from_dict(TINY)
+    plan = plan_corpus(cfg)
+    for pool in ("ast", "sqa"):
+        test, again = plan[pool]["test"], plan[pool]["test_train_voices"]
+        assert [r["text"] for r in again] == [r["text"] for r in test]
+        assert [r["test_id"] for r in again] == [r["id"] for r in test]
+        for row in again:
+            voice, _, variant = row["speaker"].partition("+")
+            assert voice in cfg.synth.train.voices and variant in cfg.synth.train.variants
+            assert row["noise"] is None
+    assert "test_train_voices" not in plan["pretrain"]
+    off = config_from_dict({**TINY, "synth": {**TINY["synth"], "test_train_voices": False}})
+    assert plan_corpus(off)["sqa"]["test_train_voices"] == []

@@ -22,6 +22,10 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import yaml
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
+# The test texts spoken again by training speakers (synth.test_train_voices): the clean reference of the test's
+# held-out conditions (evaluate.conditions). Prepared like a split; sources that lack it simply have none.
+TRAIN_VOICES_SPLIT = "test_train_voices"
+DATA_SPLITS: tuple[str, ...] = (*SPLITS, TRAIN_VOICES_SPLIT)
 TASKS: tuple[str, ...] = ("sqa", "ast")  # what SFT, GRPO and the evaluation post-train and score
 POOLS: tuple[str, ...] = (*TASKS, "pretrain")  # the data pools synth and prepare make (pretrain: ASR + AST)
 RESOLVED_CONFIG_NAME = "resolved_params.yaml"
@@ -66,50 +70,109 @@ class SplitSizes:
 @dataclasses.dataclass(frozen=True)
 class SynthSizes:
     ast: SplitSizes = SplitSizes(6000, 200, 300)
-    sqa: SplitSizes = SplitSizes(2000, 200, 300)
+    sqa: SplitSizes = SplitSizes(2000, 200, 400)
     pretrain: SplitSizes = SplitSizes(8000, 200, 300)
 
 
-@dataclasses.dataclass(frozen=True)
-class SynthConfig:
-    """The offline spoken corpus (espeak-ng). Each split has its own voices: validation and test speakers are held out
-    from training (and from each other), so checkpoint selection and the test both measure unseen speakers."""
+# The espeak-ng timbre variants (voices/!v, 103 usable) split three ways, so that no split hears another's timbres.
+TEST_VARIANTS: tuple[str, ...] = ("m2", "m5", "f3", "f5", "Andy", "Annie", "david", "linda", "quincy", "steph")
+VALIDATION_VARIANTS: tuple[str, ...] = ("m4", "m6", "f4", "Alex", "belinda", "john", "paul", "shelby")
+TRAIN_VARIANTS: tuple[str, ...] = (
+    "", "m1", "m3", "m7", "m8", "f1", "f2", "Alicia", "Andrea", "AnxiousAndy", "Demonic", "Denis", "Diogo", "Gene",
+    "Gene2", "Henrique", "Hugo", "Jacky", "Lee", "Marco", "Mario", "Michael", "Mike", "Nguyen", "Reed", "RicishayMax",
+    "RicishayMax2", "RicishayMax3", "Storm", "Tweaky", "UniRobot", "adam", "anika", "anikaRobot", "announcer",
+    "antonio", "aunty", "benjamin", "boris", "caleb", "croak", "ed", "edward", "edward2", "fast", "grandma", "grandpa",
+    "gustave", "ian", "iven", "iven2", "iven3", "iven4", "kaukovalta", "klatt", "klatt2", "klatt3", "klatt4", "klatt5",
+    "klatt6", "marcelo", "max", "michel", "miguel", "mike2", "norbert", "pablo", "pedro", "rob", "robert", "robosoft",
+    "robosoft2", "robosoft3", "robosoft4", "robosoft5", "robosoft6", "robosoft7", "robosoft8", "sandro", "steph2",
+    "steph3", "travis", "victor", "whisper", "whisperf", "zac",
+)
+NOISE_COLOURS: tuple[str, ...] = ("white", "pink", "brown")
 
-    train_voices: tuple[str, ...] = ("en-US", "en", "en-GB-scotland", "en-029", "en-GB-x-gbcwmd")
-    validation_voices: tuple[str, ...] = ("en-GB-x-gbclan",)
-    test_voices: tuple[str, ...] = ("en-GB-x-rp", "en-US-nyc")
-    variants: tuple[str, ...] = ("", "m1", "m3", "f1", "f2")
-    workers: int = 2
+
+@dataclasses.dataclass(frozen=True)
+class SpeakerSet:
+    """Who speaks one split: espeak accent voices crossed with timbre variants ("" = the voice's own), and the
+    ranges the speaking rate (words per minute) and pitch (espeak's 0-99) are drawn from, uniformly."""
+
+    voices: tuple[str, ...] = ()
+    variants: tuple[str, ...] = ("",)
     rate_wpm: tuple[int, int] = (150, 190)
     pitch: tuple[int, int] = (35, 65)
-    noise_snr_db: float | None = None
-    sizes: SynthSizes = SynthSizes()
 
     def problems(self) -> list[str]:
         out = []
-        if not self.train_voices:
-            out.append("train_voices: must list at least one espeak voice, e.g. [en-us]")
-        if not self.validation_voices:
-            out.append("validation_voices: must list at least one espeak voice, e.g. [en-GB-x-gbclan]")
-        if not self.test_voices:
-            out.append("test_voices: must list at least one espeak voice, e.g. [en-gb-x-rp]")
-        for key, voices, other_key, others in (
-                ("validation_voices", self.validation_voices, "train_voices", self.train_voices),
-                ("test_voices", self.test_voices, "train_voices", self.train_voices),
-                ("test_voices", self.test_voices, "validation_voices", self.validation_voices)):
-            shared = sorted(set(voices) & set(others))
-            if shared:
-                out.append(f"{key}: {shared} also in {other_key}; each split must be speaker-disjoint")
+        if not self.voices:
+            out.append("voices: must list at least one espeak voice, e.g. [en-US]")
         if not self.variants:
             out.append("variants: list at least one variant; use [''] for the voice's default")
-        if self.workers < 1:
-            out.append(f"workers: must be >= 1, got {self.workers}")
         lo, hi = self.rate_wpm
         if not 80 <= lo <= hi <= 450:
             out.append(f"rate_wpm: needs 80 <= min <= max <= 450 words per minute, got [{lo}, {hi}]")
         lo, hi = self.pitch
         if not 0 <= lo <= hi <= 99:
             out.append(f"pitch: needs 0 <= min <= max <= 99 (espeak's scale), got [{lo}, {hi}]")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainNoise:
+    """Noise mixed into a `fraction` of the training clips (every pool's train split): a colour and an SNR (dB,
+    over the whole clip) drawn per clip from the lists. Held-out test conditions use SNRs not listed here."""
+
+    fraction: float = 0.5
+    snr_db: tuple[float, ...] = (6.0, 12.0, 18.0, 24.0, 30.0)
+    colours: tuple[str, ...] = NOISE_COLOURS
+
+    def problems(self) -> list[str]:
+        out = []
+        if not 0 <= self.fraction <= 1:
+            out.append(f"fraction: must be within [0, 1], got {self.fraction}")
+        if self.fraction > 0 and not self.snr_db:
+            out.append("snr_db: list at least one SNR in dB, or set fraction: 0")
+        unknown = sorted(set(self.colours) - set(NOISE_COLOURS))
+        if unknown:
+            out.append(f"colours: unknown {unknown}; use some of {list(NOISE_COLOURS)}")
+        if self.fraction > 0 and not self.colours:
+            out.append(f"colours: list at least one of {list(NOISE_COLOURS)}, or set fraction: 0")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthConfig:
+    """The offline spoken corpus (espeak-ng). Train, validation and test each have their own speakers: accent voices,
+    timbre variants and rate/pitch ranges are disjoint between splits, so checkpoint selection and the test measure
+    voices the models never heard. `train_noise` makes training noisy; the test's noisy conditions are the
+    evaluation's (`evaluate.conditions`). Sentences of validation and test never occur in training or pretraining."""
+
+    train: SpeakerSet = SpeakerSet(("en-US", "en", "en-GB-scotland", "en-029", "en-GB-x-gbcwmd"), TRAIN_VARIANTS,
+                                   (145, 195), (30, 70))
+    validation: SpeakerSet = SpeakerSet(("en-GB-x-gbclan",), VALIDATION_VARIANTS, (125, 140), (72, 85))
+    test: SpeakerSet = SpeakerSet(("en-GB-x-rp", "en-US-nyc"), TEST_VARIANTS, (200, 220), (15, 28))
+    train_noise: TrainNoise = TrainNoise()
+    test_train_voices: bool = True
+    workers: int = 2
+    sizes: SynthSizes = SynthSizes()
+
+    def speakers(self, split: str) -> SpeakerSet:
+        return getattr(self, split)
+
+    def problems(self) -> list[str]:
+        out = []
+        for attr in ("voices", "variants"):
+            for a, b in (("validation", "train"), ("test", "train"), ("test", "validation")):
+                shared = sorted(set(getattr(self.speakers(a), attr)) & set(getattr(self.speakers(b), attr)))
+                if shared:
+                    out.append(f"{a}.{attr}: {shared} also in {b}.{attr}; each split must have its own speakers")
+        for attr in ("rate_wpm", "pitch"):
+            for a in ("validation", "test"):
+                lo, hi = getattr(self.speakers(a), attr)
+                tlo, thi = getattr(self.train, attr)
+                if lo <= thi and tlo <= hi:
+                    out.append(f"{a}.{attr}: [{lo}, {hi}] overlaps train.{attr} [{tlo}, {thi}]; held-out speakers "
+                               "need a range training never used")
+        if self.workers < 1:
+            out.append(f"workers: must be >= 1, got {self.workers}")
         return out
 
 
@@ -135,9 +198,9 @@ class SourceConfig:
         out = []
         if not self.path:
             out.append("path: empty; give the folder, file or dataset id to read")
-        unknown = sorted(set(self.splits) - set(SPLITS))
+        unknown = sorted(set(self.splits) - set(DATA_SPLITS))
         if unknown:
-            out.append(f"splits: unknown split names {unknown}; use {list(SPLITS)}")
+            out.append(f"splits: unknown split names {unknown}; use {list(DATA_SPLITS)}")
         if self.limit is not None and self.limit <= 0:
             out.append(f"limit: must be a positive number of examples per split or null, got {self.limit}")
         return out
@@ -546,6 +609,22 @@ class GrpoConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class HeldOutConditions:
+    """Test conditions the models never trained on, each decoded greedily beside the clean test split.
+
+    `snr_db`: the test clips with `noise`-coloured noise mixed in at each SNR (dB, over the whole clip; seeded per
+    example), each also with its audio swapped (`swapped`), the listening check under noise. `train_voices`: the same
+    test texts spoken clean by training speakers (the synth split `test_train_voices`), the reference that held-out
+    speakers and noise are measured against. SNRs must not be among `synth.train_noise.snr_db`.
+    """
+
+    snr_db: tuple[float, ...] = (20.0, 10.0)
+    noise: Literal["white", "pink", "brown"] = "white"
+    train_voices: bool = True
+    swapped: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
 class EvaluateConfig:
     """The evaluate stage (steps/evaluation/evaluate.py): one model on one task's `split`.
 
@@ -573,6 +652,7 @@ class EvaluateConfig:
     extra_models: dict[str, str] = dataclasses.field(default_factory=dict)
     threads: int = 0
     encoder_cache_mb: int = 1024
+    conditions: HeldOutConditions = HeldOutConditions()
 
     def problems(self) -> list[str]:
         out = []
@@ -668,6 +748,11 @@ class Config:
         if self.seed in self.sweep.seeds:
             out.append(f"sweep.seeds: {self.seed} is the pipeline's own seed (top-level `seed`), already the first "
                        "seed of the sweep; list other seeds")
+        trained = set(self.synth.train_noise.snr_db) if self.synth.train_noise.fraction > 0 else set()
+        heard = sorted(set(self.evaluate.conditions.snr_db) & trained)
+        if heard:
+            out.append(f"evaluate.conditions.snr_db: {heard} dB also in synth.train_noise.snr_db; a held-out test "
+                       "condition needs an SNR training never used")
         return out
 
 

@@ -8,9 +8,13 @@ was 0.8 s of a 2.4 s no-op run):
 - `pretrain`: ASR and AST examples on sentences disjoint from the task pools, no QA: the tiny base model learns to
   listen and translate, but, like the paper's base model, has never been taught spoken QA.
 
-Train, validation and test each have their own voices (`synth.{train,validation,test}_voices`), so validation and
-test scores measure generalisation to unseen speakers. Everything, the WAV bytes included, is deterministic under
-`seed` (see `_speak_shard` and `steps.data.tts.Speaker.say`).
+Train, validation and test each have their own speakers (`synth.{train,validation,test}`: accent voices, timbre
+variants, rate and pitch ranges, all disjoint), and no sentence of a validation or test passage occurs in training
+or pretraining (`plan_corpus`), so validation and test scores measure generalisation to unseen speakers and texts.
+A fraction of every training clip gets white, pink or brown noise (`synth.train_noise`). The task pools also hold
+`test_train_voices`: the test texts spoken clean by training speakers, the reference of the evaluation's held-out
+conditions. Everything, the WAV bytes included, is deterministic under `seed` (see `_speak_shard` and
+`steps.data.tts.Speaker.say`).
 
     python -m steps.synth [--params params.yaml] [-S synth.sizes.ast.train=500]
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import time
 import zipfile
 from collections.abc import Callable
@@ -29,22 +34,34 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from steps.core.config import RESOLVED_CONFIG_NAME, SPLITS, Config, SplitSizes, to_dict
+from steps.core.config import (
+    DATA_SPLITS,
+    POOLS,
+    RESOLVED_CONFIG_NAME,
+    TASKS,
+    TRAIN_VOICES_SPLIT,
+    Config,
+    SpeakerSet,
+    TrainNoise,
+    to_dict,
+)
 from steps.core.io import atomic_dir, write_jsonl, write_yaml
 from steps.data import grammar
 from steps.data.audio import wav_bytes
 
-POOLS: tuple[str, ...] = ("ast", "sqa", "pretrain")
 # Splits are drawn test first, so a sentence that could appear in several splits lands in the held-out one.
 _DRAW_ORDER: tuple[str, ...] = ("test", "validation", "train")
+_HELD_OUT: tuple[str, ...] = ("test", "validation")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 # Clips per fresh worker process: fixed (not derived from synth.workers) so the audio does not depend on it.
 _SHARD_SIZE = 500
 AUDIO_ARCHIVE = "audio.zip"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # a fixed member timestamp: the same clips give the same archive bytes
 
 
-def _distinct(draw: Callable[[], tuple[str, dict[str, Any]]], n: int, taken: set[str], what: str) -> list[dict]:
-    """Draw `n` items whose key text is not in `taken` (and add them to it)."""
+def _distinct(draw: Callable[[], tuple[str | None, dict[str, Any]]], n: int, taken: set[str], what: str
+              ) -> list[dict]:
+    """Draw `n` items whose key text is not in `taken` (and add them to it); a key of None is a rejected draw."""
     rows: list[dict[str, Any]] = []
     attempts = 0
     while len(rows) < n:
@@ -53,20 +70,49 @@ def _distinct(draw: Callable[[], tuple[str, dict[str, Any]]], n: int, taken: set
         if attempts > 50 * n + 1000:
             raise RuntimeError(f"synth: could only draw {len(rows)} distinct {what} items of {n}; the grammar is too "
                                f"small for synth.sizes: lower them")
-        if key in taken:
+        if key is None or key in taken:
             continue
         taken.add(key)
         rows.append(row)
     return rows
 
 
+def sentences(text: str) -> list[str]:
+    """The sentences of a passage (the grammar ends each with a full stop or a question mark)."""
+    return [part for part in _SENTENCE_END.split(text.strip()) if part]
+
+
+def _sentence_group(pool: str, split: str) -> str:
+    """Which sentences may be shared: a task's test split with itself, its validation split with itself, and all of
+    training and pretraining (every split of the pretrain pool) with each other; never across these groups."""
+    return split if pool in TASKS and split in _HELD_OUT else "train"
+
+
+def _speaker(rng: random.Random, speakers: SpeakerSet) -> dict[str, Any]:
+    variant = rng.choice(speakers.variants)
+    return {"speaker": rng.choice(speakers.voices) + (f"+{variant}" if variant else ""),
+            "rate_wpm": rng.randint(*speakers.rate_wpm), "pitch": rng.randint(*speakers.pitch)}
+
+
+def _training_noise(rng: random.Random, noise: TrainNoise) -> dict[str, Any] | None:
+    if noise.fraction <= 0 or rng.random() >= noise.fraction:
+        return None
+    return {"colour": rng.choice(noise.colours), "snr_db": float(rng.choice(noise.snr_db))}
+
+
 def plan_corpus(cfg: Config) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """Every utterance to synthesise, with its text fields and speaker settings (no audio yet)."""
+    """Every utterance to synthesise, with its text fields, speaker settings and noise (no audio yet).
+
+    Splits are drawn test first, every pool's, then validation, then train, so that an item that could land in
+    several goes to the held-out one; an item is redrawn when one of its sentences belongs to another sentence group
+    (`_sentence_group`): no sentence of a validation or test passage is heard in training or pretraining.
+    """
     rng = random.Random(cfg.seed)
     sizes = cfg.synth.sizes
     plan: dict[str, dict[str, list[dict[str, Any]]]] = {pool: {} for pool in POOLS}
     english_taken: set[str] = set()
     passages_taken: set[str] = set()
+    owner: dict[str, str] = {}  # sentence -> the sentence group that spoke it first
 
     def ast_item() -> tuple[str, dict[str, Any]]:
         pair = grammar.sample_translation(rng)
@@ -82,20 +128,36 @@ def plan_corpus(cfg: Config) -> dict[str, dict[str, list[dict[str, Any]]]]:
         row["task"] = "asr" if rng.random() < 0.5 else "ast"
         return key, row
 
-    for pool, draw, taken in (("ast", ast_item, english_taken), ("sqa", sqa_item, passages_taken),
-                              ("pretrain", pretrain_item, english_taken)):
-        pool_sizes: SplitSizes = getattr(sizes, pool)
-        for split in _DRAW_ORDER:
-            rows = _distinct(draw, getattr(pool_sizes, split), taken, pool)
-            voices = getattr(cfg.synth, f"{split}_voices")
+    draws = {"ast": (ast_item, english_taken), "sqa": (sqa_item, passages_taken),
+             "pretrain": (pretrain_item, english_taken)}
+    for split in _DRAW_ORDER:
+        speakers = cfg.synth.speakers(split)
+        for pool in POOLS:
+            item, taken = draws[pool]
+            group = _sentence_group(pool, split)
+
+            def draw(item: Callable[[], tuple[str, dict[str, Any]]] = item, group: str = group
+                     ) -> tuple[str | None, dict[str, Any]]:
+                key, row = item()
+                if any(owner.get(s, group) != group for s in sentences(row["text"])):
+                    return None, row  # speaks a sentence of another group: redraw
+                return key, row
+
+            rows = _distinct(draw, getattr(getattr(sizes, pool), split), taken, pool)
             for i, row in enumerate(rows):
-                variant = rng.choice(cfg.synth.variants)
+                for sentence in sentences(row["text"]):
+                    owner.setdefault(sentence, group)
                 row["id"] = f"{pool}-{split}-{i:05d}"
-                row["speaker"] = rng.choice(voices) + (f"+{variant}" if variant else "")
-                row["rate_wpm"] = rng.randint(*cfg.synth.rate_wpm)
-                row["pitch"] = rng.randint(*cfg.synth.pitch)
+                row |= _speaker(rng, speakers)
+                row["noise"] = _training_noise(rng, cfg.synth.train_noise) if split == "train" else None
                 row["audio"] = f"{AUDIO_ARCHIVE}/{row['id']}.wav"
             plan[pool][split] = rows
+    for pool in TASKS:  # the test texts again, spoken clean by training speakers
+        rows = plan[pool]["test"] if cfg.synth.test_train_voices else []
+        again = [{**row, "id": f"{pool}-{TRAIN_VOICES_SPLIT}-{i:05d}", "test_id": row["id"],
+                  **_speaker(rng, cfg.synth.train), "noise": None,
+                  "audio": f"{AUDIO_ARCHIVE}/{pool}-{TRAIN_VOICES_SPLIT}-{i:05d}.wav"} for i, row in enumerate(rows)]
+        plan[pool][TRAIN_VOICES_SPLIT] = again
     return plan
 
 
@@ -103,22 +165,23 @@ def _noise_seed(seed: int, ident: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{ident}".encode()).digest()[:8], "little")
 
 
-def _speak_shard(jobs: list[tuple[dict[str, Any], float | None, int]]) -> list[tuple[str, float, bytes]]:
+def _speak_shard(jobs: list[tuple[dict[str, Any], int]]) -> list[tuple[str, float, bytes]]:
     """Worker: synthesise a shard of rows; returns (id, duration in seconds, WAV bytes) per row.
 
     libespeak-ng carries state from one utterance to the next (the same text comes out slightly different after
     different predecessors), so each shard runs in a fresh process, in a fixed order: the audio is then
     byte-identical under the seed whatever the number of workers.
     """
-    from steps.data.tts import Speaker, add_noise
+    from steps.data.noise import add_noise
+    from steps.data.tts import Speaker
 
     tts = Speaker.get()
     done = []
-    for row, snr_db, seed in jobs:
+    for row, seed in jobs:
         clip_seed = _noise_seed(seed, row["id"])
         audio = tts.say(row["text"], voice=row["speaker"], rate_wpm=row["rate_wpm"], pitch=row["pitch"], seed=clip_seed)
-        if snr_db is not None:
-            audio = add_noise(audio, snr_db, np.random.default_rng(clip_seed))
+        if row.get("noise"):
+            audio = add_noise(audio, row["noise"]["snr_db"], np.random.default_rng(clip_seed), row["noise"]["colour"])
         done.append((row["id"], audio.shape[0] / tts.sample_rate, wav_bytes(audio, tts.sample_rate)))
     return done
 
@@ -132,7 +195,7 @@ def run_synth(cfg: Config, out_root: Path) -> Path:
     with ctx.Pool(cfg.synth.workers, maxtasksperchild=1) as pool, tqdm(total=total, desc="synth", unit="clip") as bar:
         for pool_name, splits in plan.items():
             with atomic_dir(out_root / pool_name) as tmp, zipfile.ZipFile(tmp / AUDIO_ARCHIVE, "w") as archive:
-                jobs = [(row, cfg.synth.noise_snr_db, cfg.seed) for split in SPLITS for row in splits.get(split, [])]
+                jobs = [(row, cfg.seed) for split in DATA_SPLITS for row in splits.get(split, [])]
                 shards = [jobs[i:i + _SHARD_SIZE] for i in range(0, len(jobs), _SHARD_SIZE)]
                 durations: dict[str, float] = {}
                 # imap, not imap_unordered: members in plan order, so the archive does not depend on timing.
@@ -142,7 +205,7 @@ def run_synth(cfg: Config, out_root: Path) -> Path:
                         archive.writestr(zipfile.ZipInfo(f"{ident}.wav", _ZIP_DATE), wav)
                         durations[ident] = seconds
                     bar.update(len(done))
-                for split in SPLITS:
+                for split in DATA_SPLITS:
                     rows = splits.get(split, [])
                     for row in rows:
                         row["duration"] = round(durations[row["id"]], 3)

@@ -32,8 +32,8 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from steps.core.config import (
+    DATA_SPLITS,
     RESOLVED_CONFIG_NAME,
-    SPLITS,
     Config,
     ConfigError,
     TaskDataConfig,
@@ -137,7 +137,7 @@ def run_prepare(cfg: Config, pool: str, root: Path, out_dir: Path) -> Path:
     workers = ThreadPoolExecutor(cfg.prepare.workers) if cfg.prepare.workers > 1 else None
     try:
         with atomic_dir(out_dir) as tmp:
-            for split in SPLITS:
+            for split in DATA_SPLITS:
                 try:
                     raws = iter_examples(source, split, pool, root)
                 except SourceError as exc:

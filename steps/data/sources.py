@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steps.core.config import SourceConfig
+from steps.core.config import TRAIN_VOICES_SPLIT, SourceConfig
 from steps.data.audio import exists as audio_exists
 
 FIELDS: tuple[str, ...] = ("id", "audio", "text", "question", "answer", "translation", "speaker", "task")
@@ -39,7 +39,8 @@ DEFAULT_COLUMNS: dict[str, dict[str, str]] = {
     "covost2": {"audio": "path", "text": "sentence", "translation": "translation", "speaker": "client_id"},
 }
 DEFAULT_SPLITS: dict[str, dict[str, str]] = {
-    "synthetic": {"train": "train", "validation": "validation", "test": "test"},
+    "synthetic": {"train": "train", "validation": "validation", "test": "test",
+                  TRAIN_VOICES_SPLIT: TRAIN_VOICES_SPLIT},  # empty in the pretrain pool
     "manifest": {"train": "train.jsonl", "validation": "validation.jsonl", "test": "test.jsonl"},
     "hf": {"train": "train", "validation": "validation", "test": "test"},
     "covost2": {"train": "train", "validation": "dev", "test": "test"},
@@ -141,6 +142,8 @@ def _shown(path: Path, root: Path) -> str:
 
 def _synthetic(cfg: SourceConfig, path: Path, split: str, root: Path) -> Iterator[RawExample]:
     manifest = path / f"{split}.jsonl"
+    if split == TRAIN_VOICES_SPLIT and not manifest.is_file():
+        return  # optional: a corpus synthesised without it (synth.test_train_voices: false) or by hand
     audio_root = Path(cfg.audio_dir) if cfg.audio_dir else path
     yield from _rows_to_examples(_read_table(manifest), cfg, audio_root, _shown(manifest, root))
 

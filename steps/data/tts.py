@@ -112,11 +112,3 @@ class Speaker:
             raise TTSError(f"espeak produced no audio for {text[:60]!r} with voice {voice!r}")
         return (np.concatenate(self._chunks).astype(np.float32) / 32768.0).clip(-1.0, 1.0)
 
-
-def add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
-    """Add white Gaussian noise at the given signal-to-noise ratio (dB), measured over the whole clip."""
-    power = float(np.mean(audio.astype(np.float64) ** 2))
-    if power == 0.0:
-        return audio
-    noise = rng.standard_normal(audio.shape) * np.sqrt(power / (10.0 ** (snr_db / 10.0)))
-    return np.clip(audio + noise, -1.0, 1.0).astype(np.float32)

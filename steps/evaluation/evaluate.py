@@ -8,6 +8,11 @@ Decoding (batched, KV cache, steps.modeling.generation): `evaluate.sampled_runs`
 listening check, greedy and one sampled run again with every example's audio swapped for another example's
 (steps.evaluation.listening.swap_audio). A model that listens scores far lower with swapped audio.
 
+Conditions it never trained on (`evaluate.conditions`, on the test split), greedy: the test clips with noise at each
+of `snr_db` (seeded per example; training used other SNRs), each also with swapped audio; and the test texts spoken
+clean by training speakers (`train_voices`, the data split test_train_voices), the reference the held-out speakers
+and the noise are measured against: `robustness_snr<k>` = BLEU at k dB on held-out speakers / BLEU on that reference.
+
 Metrics (steps.evaluation.scores.corpus_scores): sacrebleu corpus BLEU and chrF with their signatures (tokenizer,
 casing), ROUGE-1/2/L, METEOR (WordNet offline, or reported as skipped), BERTScore-F1 with a local model (else skipped),
 and WER for transcription tasks (`evaluate.wer_tasks`).
@@ -27,11 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steps.core.config import Config, EvaluateConfig
+import numpy as np
+
+from steps.core.config import TRAIN_VOICES_SPLIT, Config, EvaluateConfig
 from steps.core.io import write_json, write_jsonl
 from steps.core.tracking import stage_run
+from steps.data.noise import add_noise, seeded_rng
 from steps.data.splits import evaluation_set
-from steps.evaluation.listening import swap_audio
+from steps.evaluation.listening import swap_audio, swapped_indices
 from steps.evaluation.scores import corpus_scores
 from steps.modeling.encoder_speedups import encoder_outputs_reused
 from steps.modeling.generation import GenerationSettings, generate
@@ -76,6 +84,8 @@ class Decoded:
     greedy: list[str] | None = None
     swapped: list[str] | None = None
     swapped_sampled: list[str] | None = None  # one sampled run on the swapped audio: the listening check, sampled
+    conditions: dict[str, list[str]] = field(default_factory=dict)  # greedy, per held-out condition (rows aligned)
+    train_voices: list[str] | None = None  # greedy on the test texts by training speakers (its own rows)
     seconds: float = 0.0
     encoder_calls: dict[str, int] = field(default_factory=dict)  # batches encoded (misses), reused (hits)
 
@@ -104,6 +114,38 @@ def decode_all(model: Any, processor: Any, dataset: Any, ecfg: EvaluateConfig, s
     out.seconds = time.perf_counter() - start
     out.encoder_calls = dict(encoder_calls)
     return out
+
+
+def condition_name(snr_db: float) -> str:
+    return f"snr{snr_db:g}"
+
+
+def noisy_audio(dataset: Any, snr_db: float, colour: str, seed: int) -> list[np.ndarray]:
+    """Every clip of `dataset` with `colour` noise at `snr_db`, the noise seeded by (seed, example id, SNR)."""
+    return [add_noise(np.asarray(audio, dtype=np.float32), snr_db, seeded_rng(seed, ex_id, snr_db), colour)
+            for ex_id, audio in zip(dataset["id"], dataset["audio"], strict=True)]
+
+
+def decode_conditions(model: Any, processor: Any, dataset: Any, reference_set: Any | None, ecfg: EvaluateConfig,
+                      seed: int, out: Decoded) -> None:
+    """Greedy on each held-out condition (into `out`): noise at every `conditions.snr_db` (and swapped), and the
+    same texts spoken by training speakers."""
+    conditions = ecfg.conditions
+    greedy = GenerationSettings(max_new_tokens=ecfg.max_new_tokens)
+    prompts = list(dataset["prompt"])
+    start = time.perf_counter()
+    for snr_db in conditions.snr_db:
+        name = condition_name(snr_db)
+        audios = noisy_audio(dataset, snr_db, conditions.noise, seed)
+        out.conditions[name] = generate(model, processor, prompts, audios, greedy, ecfg.batch_size, progress=True)
+        if conditions.swapped:
+            perm = swapped_indices(len(audios), seed)
+            out.conditions[f"{name}_swapped"] = generate(model, processor, prompts, [audios[int(j)] for j in perm],
+                                                         greedy, ecfg.batch_size, progress=True)
+    if reference_set is not None:
+        out.train_voices = generate(model, processor, list(reference_set["prompt"]), list(reference_set["audio"]),
+                                    greedy, ecfg.batch_size, progress=True)
+    out.seconds += time.perf_counter() - start
 
 
 # --- scoring ----------------------------------------------------------------------------------------------------------
@@ -137,8 +179,12 @@ def numbers(scores: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in scores.items() if k in SCORE_KEYS or k == "n"}
 
 
-def build_metrics(decoded: Decoded, refs: list[str], task: str, ecfg: EvaluateConfig) -> dict[str, Any]:
-    """The metrics file's content: headline numbers at the top, then each decoding's full scores."""
+def build_metrics(decoded: Decoded, refs: list[str], task: str, ecfg: EvaluateConfig,
+                  reference_refs: list[str] | None = None) -> dict[str, Any]:
+    """The metrics file's content: headline numbers at the top, then each decoding's full scores.
+
+    `reference_refs`: the references of the train-voices reference set (its rows may differ from the test's where
+    prepare skipped a clip in one of them)."""
     out: dict[str, Any] = {}
     details: dict[str, Any] = {}
     if decoded.greedy is not None:
@@ -166,6 +212,21 @@ def build_metrics(decoded: Decoded, refs: list[str], task: str, ecfg: EvaluateCo
             out[f"{key}_sampled_std"] = summary["std"][key]
     if "bleu" in out and "bleu_swapped" in out:
         out["listening_gap_bleu"] = out["bleu"] - out["bleu_swapped"]
+    conditions: dict[str, Any] = {}
+    for name, hyps in decoded.conditions.items():
+        conditions[name] = numbers(score(hyps, refs, task, ecfg))
+    if decoded.train_voices is not None and reference_refs is not None:
+        conditions["train_voices"] = numbers(score(decoded.train_voices, reference_refs, task, ecfg))
+    for name, scores in conditions.items():
+        if "bleu" in scores:
+            out[f"bleu_{name}"] = scores["bleu"]
+    reference = conditions.get("train_voices", {}).get("bleu")
+    for name in [n for n in decoded.conditions if not n.endswith("_swapped")]:
+        if reference and f"bleu_{name}" in out:
+            out[f"robustness_{name}"] = out[f"bleu_{name}"] / reference
+    if conditions:
+        details["conditions"] = conditions
+        details["conditions_noise"] = ecfg.conditions.noise
     return {**{k: _round(v) for k, v in out.items()}, **details}
 
 
@@ -173,8 +234,13 @@ def _round(value: Any) -> Any:
     return round(value, 4) if isinstance(value, float) and math.isfinite(value) else value
 
 
-def prediction_rows(dataset: Any, decoded: Decoded) -> list[dict[str, Any]]:
-    """One row per example: id, prompt, reference, every sampled run, greedy and swapped-audio hypotheses."""
+def prediction_rows(dataset: Any, decoded: Decoded, reference_ids: list[str] | None = None
+                    ) -> list[dict[str, Any]]:
+    """One row per example: id, prompt, reference, every sampled run, greedy and swapped-audio hypotheses, and the
+    greedy hypothesis under each held-out condition (train_voices: the same text's clip by a training speaker)."""
+    by_text: dict[str, str] = {}
+    if decoded.train_voices is not None and reference_ids is not None:
+        by_text = {test_id(i): h for i, h in zip(reference_ids, decoded.train_voices, strict=True)}
     rows = []
     for i, (ex_id, prompt, ref) in enumerate(zip(dataset["id"], dataset["prompt"], dataset["reference"],
                                                   strict=True)):
@@ -186,8 +252,26 @@ def prediction_rows(dataset: Any, decoded: Decoded) -> list[dict[str, Any]]:
             row["swapped"] = decoded.swapped[i]
         if decoded.swapped_sampled is not None:
             row["swapped_sampled"] = decoded.swapped_sampled[i]
+        conditions = {name: hyps[i] for name, hyps in decoded.conditions.items()}
+        if ex_id in by_text:
+            conditions["train_voices"] = by_text[ex_id]
+        if conditions:
+            row["conditions"] = conditions
         rows.append(row)
     return rows
+
+
+def test_id(reference_id: str) -> str:
+    """The test example a train-voices clip re-speaks: synth names them <pool>-test_train_voices-<i>."""
+    return reference_id.replace(f"-{TRAIN_VOICES_SPLIT}-", "-test-")
+
+
+def reference_set(cfg: Config, data_dir: Path, task: str) -> Any | None:
+    """The test texts spoken by training speakers, when the conditions ask for them and the data has them."""
+    ecfg = cfg.evaluate
+    if ecfg.split != "test" or not ecfg.conditions.train_voices or not (data_dir / task / TRAIN_VOICES_SPLIT).is_dir():
+        return None
+    return evaluation_set(data_dir, task, TRAIN_VOICES_SPLIT, ecfg.limit)
 
 
 # --- stage ------------------------------------------------------------------------------------------------------------
@@ -207,19 +291,24 @@ def run_evaluate(cfg: Config, name: str, task: str, model_dir: Path, data_dir: P
     with torch_threads(ecfg.threads), stage_run(cfg, stage="evaluate", task=task, method=name) as run:
         model, processor = load_model_and_processor(model_dir, cfg.model)
         decoded = decode_all(model, processor, dataset, ecfg, cfg.seed)
+        reference = reference_set(cfg, data_dir, task)
+        if ecfg.split == "test":
+            decode_conditions(model, processor, dataset, reference, ecfg, cfg.seed, decoded)
+        reference_refs = list(reference["reference"]) if reference is not None else None
         metrics = {"model": name, "task": task, "split": ecfg.split, "n": len(refs),
-                   **build_metrics(decoded, refs, task, ecfg),
+                   **build_metrics(decoded, refs, task, ecfg, reference_refs),
                    "decode_seconds": round(decoded.seconds, 2), "encoder_cache": decoded.encoder_calls,
                    "utterances_per_second": round(decoded_count(decoded) * len(refs) / max(decoded.seconds, 1e-9), 2),
                    "model_path": str(model_dir), "max_new_tokens": ecfg.max_new_tokens, "seed": cfg.seed}
-        write_jsonl(predictions_path, prediction_rows(dataset, decoded))
+        write_jsonl(predictions_path, prediction_rows(dataset, decoded,
+                                                      list(reference["id"]) if reference is not None else None))
         write_json(metrics_path, metrics)
         run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)})
         run.log_artifact(metrics_path, "evaluation")
         run.log_artifact(predictions_path, "evaluation")
-    headline = ", ".join(f"{k} {metrics[k]}" for k in ("bleu", "bleu_swapped", "bleu_sampled_mean",
-                                                        "bleu_sampled_std", "bleu_swapped_sampled", "wer")
-                         if k in metrics)
+    shown = ("bleu", "bleu_swapped", "bleu_sampled_mean", "bleu_sampled_std", "bleu_swapped_sampled", "wer",
+             *(f"bleu_{c}" for c in (*decoded.conditions, "train_voices")))
+    headline = ", ".join(f"{k} {metrics[k]}" for k in shown if k in metrics)
     print(f"evaluate[{name}/{task}]: {headline} on {len(refs)} examples -> {metrics_path}", flush=True)
     return metrics
 
@@ -227,5 +316,5 @@ def run_evaluate(cfg: Config, name: str, task: str, model_dir: Path, data_dir: P
 def decoded_count(decoded: Decoded) -> int:
     """How many decoding passes over the set were made (for the throughput figure)."""
     return (len(decoded.sampled) + (decoded.greedy is not None) + (decoded.swapped is not None)
-            + (decoded.swapped_sampled is not None))
+            + (decoded.swapped_sampled is not None) + len(decoded.conditions))
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from steps.core.config import Config
 from steps.evaluation.significance import clustered_paired_bootstrap
+from steps.reporting.conditions import conditions_rows
 from steps.reporting.evaluations import LABELS, METHODS, Evaluation, number_or_none
 from steps.reporting.paper_settings import settings_vs_paper
 
@@ -280,6 +281,7 @@ def build_report(evaluations: Mapping[str, Mapping[str, Evaluation]],
                       "significance": task_significance(evals, n_samples, seed, "greedy", task),
                       "significance_sampled": task_significance(evals, n_samples, seed, "sampled", task),
                       "listening": listening_rows(evals),
+                      "conditions": conditions_rows(evals),
                       "predictions_missing": [m for m in present if evals[m].predictions is None],
                       "example_ids": pick_examples(evals, n_examples, seed)}
         entry["curves"] = {m: curve_summary(c) for m, c in curves.get(task, {}).items()}

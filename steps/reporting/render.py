@@ -15,6 +15,7 @@ from typing import Any
 
 from steps.core.io import atomic_write_text
 from steps.reporting.analysis import LISTENING_MAX_RATIO, TABLE_METRICS
+from steps.reporting.conditions import conditions_markdown
 from steps.reporting.evaluations import CURVE_METHODS, LABELS, METHODS, Evaluation
 from steps.reporting.markdown import fmt, fmt_p, fmt_pct, md_table
 from steps.reporting.seeds import seeds_markdown
@@ -81,6 +82,7 @@ def _task_markdown(entry: Mapping[str, Any], boot: Mapping[str, Any]) -> list[st
     out += _significance_markdown(entry.get("significance_sampled") or [], boot, "sampled")
     out += _significance_markdown(entry["significance"], boot)
     out += _listening_markdown(entry["listening"])
+    out += conditions_markdown(entry.get("conditions"))
     if entry.get("predictions_missing"):
         out += [f"No predictions file for {_labels(entry['predictions_missing'])}: no significance test for them.",
                 ""]
@@ -214,8 +216,10 @@ def _cell(text: str) -> str:
 
 
 def readme_table(report: Mapping[str, Any]) -> str:
-    """Compact per-task tables for the README: greedy BLEU, swapped-audio BLEU, sampled BLEU, p vs the previous row."""
+    """Compact per-task tables for the README: greedy BLEU, swapped-audio BLEU, sampled BLEU, p vs the previous row;
+    then each task's held-out conditions."""
     out = []
+    conditions: list[tuple[str, Any]] = []
     for task, entry in report["tasks"].items():
         rows = []
         for m in METHODS:
@@ -233,13 +237,16 @@ def readme_table(report: Mapping[str, Any]) -> str:
         out += [f"**{task.upper()}**", "",
                 md_table(["method", "BLEU (paper's decoding)", "swapped audio", "p vs previous", "BLEU greedy",
                           "swapped audio", "p vs previous"], rows), ""]
+        conditions.append((task, entry.get("conditions")))
     boot = report["bootstrap"]
     note = (f"Test split. BLEU (paper's decoding): top-p 0.9, temperature 0.9, mean ± std over the sampled runs, as "
             f"the paper reports; greedy: the mode, for reference. Swapped audio: the same decoding with each example's "
             f"audio replaced by another's (one sampled run; a model that listens drops far). p: paired bootstrap on "
             f"BLEU ({boot['n_samples']} resamples of the examples) against the previous row (sampled: each example's "
             "runs resampled together). Generated from reports/report.json by `python -m steps.report --readme`.")
-    return "\n".join(out) + "\n" + note
+    robust = [line for task, section in conditions
+              for line in conditions_markdown(section, f"**{task.upper()}, conditions never trained on**")]
+    return "\n".join(out) + "\n" + note + ("\n\n" + "\n".join(robust).rstrip() if robust else "")
 
 
 def _p_vs_previous(tests: Sequence[Mapping[str, Any]], method: str, present: Sequence[str]) -> str:

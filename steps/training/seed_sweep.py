@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from steps.core.config import TASKS, Config
+from steps.core.config import TASKS, Config, HeldOutConditions
 from steps.core.io import atomic_dir
 from steps.core.tracking import ENV_SWEEP_SEED
 from steps.evaluation.evaluate import run_evaluate
@@ -33,10 +33,12 @@ TRAINED = ("sft", "grpo", "mpgrpo")
 
 
 def seed_config(cfg: Config, seed: int) -> Config:
-    """The pipeline's config with another seed and the sweep's evaluation settings."""
+    """The pipeline's config with another seed and the sweep's evaluation settings: the clean test split only (the
+    held-out noise and speaker conditions are the main pipeline's; per seed they would double the sweep's cost)."""
+    clean_only = HeldOutConditions(snr_db=(), train_voices=False)
     return dataclasses.replace(cfg, seed=seed,
                                evaluate=dataclasses.replace(cfg.evaluate, split="test",
-                                                            sampled_runs=cfg.sweep.sampled_runs))
+                                                            sampled_runs=cfg.sweep.sampled_runs, conditions=clean_only))
 
 
 def run_seed(cfg: Config, seed: int, root: Path, out_dir: Path, tasks: tuple[str, ...] = TASKS) -> None:
