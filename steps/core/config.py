@@ -611,7 +611,7 @@ class EvaluateConfig:
         for name in ("max_new_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 out.append(f"{name}: must be >= 1, got {getattr(self, name)}")
-        clash = sorted(set(self.extra_models) & {"base", "sft", "grpo", "mpgrpo"})
+        clash = sorted(set(self.extra_models) & {"base", "sft", "grpo", "mpgrpo", "sft_matched"})
         if clash:
             out.append(f"extra_models: {clash} are pipeline model names; give extra checkpoints other names")
         if self.threads < 0:
