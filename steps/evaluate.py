@@ -2,7 +2,7 @@
 check (steps/evaluation/evaluate.py).
 
     python -m steps.evaluate --model sft --task sqa [--params params.yaml] [-S evaluate.sampled_runs=5 ...]
-    python -m steps.evaluate --model all --task ast     # every model that exists (base, sft, grpo, mpgrpo, extras)
+    python -m steps.evaluate --model all --task ast     # every model that exists (pipeline models, extras)
 
 Outputs: metrics/<model>/<task>.json and metrics/<model>/<task>.predictions.jsonl.
 """
@@ -17,8 +17,8 @@ from steps.evaluation.evaluate import available_models, model_path, run_evaluate
 
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="base, sft, grpo, mpgrpo, an evaluate.extra_models name, "
-                                                       "or 'all' (every one that exists)")
+    parser.add_argument("--model", required=True, help="base, sft, grpo, mpgrpo, sft_matched, an "
+                                                       "evaluate.extra_models name, or 'all' (every one that exists)")
     parser.add_argument("--task", required=True, choices=TASKS)
     args = parser.parse_args(argv)
     cfg = config_from_args(args)

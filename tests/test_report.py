@@ -36,6 +36,7 @@ N = 20
 SCORES = {  # greedy BLEU, real and swapped audio; mpgrpo's outputs are grpo's exactly (an identical system)
     "base": {"bleu": 20.0, "bleu_swapped": 2.0},
     "sft": {"bleu": 30.0, "bleu_swapped": 3.0},
+    "sft_matched": {"bleu": 35.0, "bleu_swapped": 3.5},
     "grpo": {"bleu": 45.0, "bleu_swapped": 4.0},
     "mpgrpo": {"bleu": 45.0, "bleu_swapped": 4.0},
 }
@@ -48,13 +49,16 @@ def references() -> list[str]:
 
 
 def hypotheses(method: str) -> list[str]:
-    """Base: always wrong; SFT: right on even examples; GRPO and MP-GRPO: always right."""
+    """Base: always wrong; SFT: right on even examples; SFT with matched compute: on 3 in 4; GRPO and MP-GRPO: always
+    right."""
     refs = references()
     wrong = [f"a {ANIMALS[(i + 2) % 5]} ran away fast {i}" for i in range(N)]
     if method == "base":
         return wrong
     if method == "sft":
         return [r if i % 2 == 0 else w for i, (r, w) in enumerate(zip(refs, wrong, strict=True))]
+    if method == "sft_matched":
+        return [r if i % 4 != 3 else w for i, (r, w) in enumerate(zip(refs, wrong, strict=True))]
     return refs
 
 
@@ -107,6 +111,29 @@ def write_curves(metrics_dir: Path, task: str) -> None:
     (metrics_dir / "sft" / f"{task}.train.json").write_text(json.dumps(sft))
 
 
+COMPUTE = {  # what the training stages measured (metrics/<method>/<task>.train.json's compute)
+    "sft": {"train_tokens": 240_000, "train_sequences": 4800, "rollout_tokens": 0, "train_steps": 300,
+            "train_seconds": 600.0, "train_tokens_per_step": 800.0},
+    "grpo": {"train_tokens": 96_000, "train_sequences": 2560, "rollout_tokens": 30_000, "train_steps": 20,
+             "train_seconds": 100.0, "train_tokens_per_step": 4800.0},
+    "mpgrpo": {"train_tokens": 97_000, "train_sequences": 2560, "rollout_tokens": 30_500, "train_steps": 20,
+               "train_seconds": 104.0, "train_tokens_per_step": 4850.0},
+    "sft_matched": {"train_tokens": 96_400, "train_sequences": 1920, "rollout_tokens": 0, "train_steps": 120,
+                    "train_seconds": 240.0, "train_tokens_per_step": 803.33},
+}
+
+
+def write_compute(metrics_dir: Path, task: str) -> None:
+    for method, compute in COMPUTE.items():
+        path = metrics_dir / method / f"{task}.train.json"
+        summary = json.loads(path.read_text()) if path.is_file() else {"task": task, "validation": []}
+        summary["compute"] = compute
+        if method == "sft_matched":
+            summary["matched"] = {"compute": "train_tokens", "grpo": COMPUTE["grpo"],
+                                  "sft_train_tokens_per_step": 800.0, "max_steps": 120}
+        path.write_text(json.dumps(summary))
+
+
 def make_metrics(root: Path, methods: tuple[str, ...] = METHODS, curves: bool = True) -> Path:
     metrics = root / "metrics"
     for task in TASKS:
@@ -114,6 +141,8 @@ def make_metrics(root: Path, methods: tuple[str, ...] = METHODS, curves: bool = 
             write_eval(metrics, method, task)
         if curves and {"sft", "grpo", "mpgrpo"} <= set(methods):
             write_curves(metrics, task)
+        if curves and set(COMPUTE) <= set(methods):
+            write_compute(metrics, task)
     return metrics
 
 
@@ -159,7 +188,8 @@ def test_scores_table_matches_the_inputs(full):
 def test_significance_better_system_significant_identical_not(full):
     _, data = full
     tests = {(t["system"], t["baseline"]): t for t in data["tasks"]["ast"]["significance"]}
-    assert list(tests) == [("sft", "base"), ("grpo", "sft"), ("mpgrpo", "grpo"), ("mpgrpo", "sft")]
+    assert list(tests) == [("sft", "base"), ("grpo", "sft"), ("mpgrpo", "grpo"), ("mpgrpo", "sft"),
+                           ("grpo", "sft_matched"), ("mpgrpo", "sft_matched"), ("sft_matched", "sft")]
     for t in tests.values():
         assert 0.0 <= t["p_value"] <= 1.0
         assert t["n"] == N and t["n_samples"] == 200
@@ -172,6 +202,32 @@ def test_significance_better_system_significant_identical_not(full):
     assert same["verdict"].startswith("not significant")
     md = (full[0] / "report.md").read_text()
     assert "| MP-GRPO vs GRPO |" in md and "not significant (p >= 0.05)" in md
+
+
+def test_grpo_is_compared_with_sft_of_matched_compute_and_the_compute_is_shown(full):
+    out, data = full
+    for key in ("significance", "significance_sampled"):
+        tests = {(t["system"], t["baseline"]): t for t in data["tasks"]["sqa"][key]}
+        matched = tests[("grpo", "sft_matched")]  # right on every example vs on 3 in 4
+        assert matched["delta"] > 0 and matched["p_value"] < 0.05
+        assert matched["mde"] > 0 and matched["paper_gain"] == pytest.approx(44.90 - 40.88)  # sized like GRPO vs SFT
+        assert tests[("mpgrpo", "sft_matched")]["paper_gain"] == matched["paper_gain"]
+        assert tests[("sft_matched", "sft")]["paper_gain"] is None
+    assert data["tasks"]["sqa"]["compute"]["sft_matched"]["matched"]["max_steps"] == 120
+    md = (out / "report.md").read_text()
+    assert "| SFT (matched compute) | 35.00 (+75.0%) |" in md  # the scores table's row
+    assert "| GRPO vs SFT (matched compute) |" in md and "| MP-GRPO vs SFT (matched compute) |" in md
+    assert "| GRPO vs SFT |" in md  # beside the comparison with plain SFT
+    assert "### Training compute (measured)" in md
+    assert "| GRPO | 20 | 96,000 | 4,800 | 100.00 | 30,000 |" in md
+    assert "| SFT (matched compute) | 120 | 96,400 | 803 | 240.00 |  |" in md
+    assert "round(GRPO's train tokens 96,000 / SFT's 800 per step) = 120 steps" in md
+    inputs = data["inputs"]
+    assert "metrics/grpo/sqa.train.json" in inputs and "metrics/sft_matched/sqa.train.json" in inputs
+    table = readme_table(data)
+    assert "| SFT (matched compute) |" in table and "(vs SFT)" in table
+    grpo_row = next(line for line in table.splitlines() if line.startswith("| GRPO |"))
+    assert "(vs SFT)" in grpo_row and "matched" not in grpo_row  # p vs the previous row of base, SFT, GRPO
 
 
 def test_listening_table_and_verdicts(full):
@@ -203,10 +259,11 @@ def test_missing_methods_are_reported(tmp_path):
     data = run_report(Config(), metrics, tmp_path / "reports", n_samples=100, seed=1)
     for task in TASKS:
         assert data["tasks"][task]["present"] == ["base", "sft"]
-        assert data["tasks"][task]["missing"] == ["grpo", "mpgrpo"]
+        assert data["tasks"][task]["missing"] == ["sft_matched", "grpo", "mpgrpo"]
         assert [(t["system"], t["baseline"]) for t in data["tasks"][task]["significance"]] == [("sft", "base")]
     md = (tmp_path / "reports" / "report.md").read_text()
-    assert "**Missing**: SQA: GRPO, MP-GRPO; AST: GRPO, MP-GRPO" in md
+    assert "**Missing**: SQA: SFT (matched compute), GRPO, MP-GRPO; AST: SFT (matched compute), GRPO, MP-GRPO" in md
+    assert "Training compute" not in md  # no train.json with a compute figure
     assert "No training curves found" in md
     table = readme_table(data)
     assert "| GRPO | missing |  |  |  |  |" in table
@@ -471,4 +528,5 @@ def test_the_curve_title_says_how_validation_decoded():
 
     assert validation_decoding(Config()) == "sampled T 0.9, top-p 0.9"  # the default: the paper's decoding
     mixed = config_from_dict({"sft": {"eval_decoding": "greedy"}})
-    assert validation_decoding(mixed) == "SFT greedy; GRPO sampled T 0.9, top-p 0.9; MP-GRPO sampled T 0.9, top-p 0.9"
+    assert validation_decoding(mixed) == ("SFT greedy; SFT (matched compute) greedy; GRPO sampled T 0.9, top-p 0.9; "
+                                          "MP-GRPO sampled T 0.9, top-p 0.9")  # sft_matched inherits sft's

@@ -41,14 +41,16 @@ def test_seed_config_changes_the_seed_and_the_evaluation_only() -> None:
 
 def test_collect_takes_the_pipeline_seed_from_metrics_and_the_base_from_the_pipeline(tmp_path: Path) -> None:
     cfg = config_from_dict({"seed": 3, "sweep": {"seeds": [8]}})
-    for method, bleu in {"base": 1.0, "sft": 2.0, "grpo": 3.0, "mpgrpo": 4.0}.items():
+    for method, bleu in {"base": 1.0, "sft": 2.0, "grpo": 3.0, "mpgrpo": 4.0, "sft_matched": 2.5}.items():
         write_metrics(tmp_path / "metrics", method, bleu, bleu / 10)
-    for method, bleu in {"sft": 5.0, "grpo": 6.0, "mpgrpo": 7.0}.items():
+    for method, bleu in {"sft": 5.0, "grpo": 6.0, "mpgrpo": 7.0, "sft_matched": 5.5}.items():
         write_metrics(tmp_path / "sweeps" / "runs" / "seed-8" / "metrics", method, bleu, 0.5)
     data = collect(cfg, tmp_path, tmp_path / "sweeps" / "runs", (TASK,))
     assert data["seeds"] == ["3", "8"]
-    assert data["runs"]["3"] == {"base": {TASK: 1.0}, "sft": {TASK: 2.0}, "grpo": {TASK: 3.0}, "mpgrpo": {TASK: 4.0}}
-    assert data["runs"]["8"] == {"base": {TASK: 1.0}, "sft": {TASK: 5.0}, "grpo": {TASK: 6.0}, "mpgrpo": {TASK: 7.0}}
+    assert data["runs"]["3"] == {"base": {TASK: 1.0}, "sft": {TASK: 2.0}, "sft_matched": {TASK: 2.5},
+                                 "grpo": {TASK: 3.0}, "mpgrpo": {TASK: 4.0}}
+    assert data["runs"]["8"] == {"base": {TASK: 1.0}, "sft": {TASK: 5.0}, "sft_matched": {TASK: 5.5},
+                                 "grpo": {TASK: 6.0}, "mpgrpo": {TASK: 7.0}}
     assert data["swapped"]["8"]["grpo"][TASK] == 0.5
     assert data["sampled"]["8"]["grpo"][TASK] == 5.0 and data["sampled"]["3"]["base"][TASK] == 0.0
     assert data["sampled_swapped"]["8"]["grpo"][TASK] is None  # not computed: recorded as missing, not as 0
@@ -56,7 +58,7 @@ def test_collect_takes_the_pipeline_seed_from_metrics_and_the_base_from_the_pipe
 
 def test_collect_names_the_missing_evaluation(tmp_path: Path) -> None:
     cfg = config_from_dict({"seed": 3, "sweep": {"seeds": [8]}})
-    for method in ("base", "sft", "grpo", "mpgrpo"):
+    for method in ("base", "sft", "grpo", "mpgrpo", "sft_matched"):
         write_metrics(tmp_path / "metrics", method, 1.0, 0.1)
     with pytest.raises(FileNotFoundError, match=r"seed-8/metrics/sft/ast.json not found"):
         collect(cfg, tmp_path, tmp_path / "sweeps" / "runs", (TASK,))
@@ -77,7 +79,7 @@ def test_a_sweep_seed_trains_every_method_with_its_own_seed(tmp_path: Path, spee
                             "sft": {**micro, "batch_size": 4, "lr": 3e-3},
                             "grpo": grpo, "mpgrpo": {"num_off_policy": 1},
                             "evaluate": {"max_new_tokens": 8, "batch_size": 8, "sampled_runs": 2}})
-    for method in ("base", "sft", "grpo", "mpgrpo"):
+    for method in ("base", "sft", "grpo", "mpgrpo", "sft_matched"):
         write_metrics(root / "metrics", method, 1.0, 0.1)  # stands in for the pipeline's own run
         write_jsonl(root / "metrics" / method / f"{TASK}.predictions.jsonl",
                     [{"id": r["id"], "reference": r["reference"], "greedy": "x", "sampled": ["x", "y"]}
@@ -85,7 +87,7 @@ def test_a_sweep_seed_trains_every_method_with_its_own_seed(tmp_path: Path, spee
     data = run_sweep(cfg, root, root / "sweeps", tasks=(TASK,))
     for seed in (8, 9):
         run = root / "sweeps" / "runs" / f"seed-{seed}"
-        for method in ("sft", "grpo", "mpgrpo"):
+        for method in ("sft", "grpo", "mpgrpo", "sft_matched"):
             assert (run / "models" / method / TASK / "config.json").is_file()
             metrics = json.loads((run / "metrics" / method / f"{TASK}.json").read_text())
             assert metrics["seed"] == seed and metrics["n"] == len(speech_rows) and "bleu_swapped" in metrics
@@ -95,7 +97,8 @@ def test_a_sweep_seed_trains_every_method_with_its_own_seed(tmp_path: Path, spee
     assert any(not a[k].equal(b[k]) for k in a)  # the seed reached training
     assert data["seeds"] == ["3", "8", "9"]
     assert "## Seeds (3: 3, 8, 9)" in (root / "sweeps" / "seeds.md").read_text()
-    pooled = {(t["decoding"], t["system"]): t for t in data["pooled"][TASK]}
+    pooled = {(t["decoding"], t["system"]): t for t in data["pooled"][TASK] if t["baseline"] == "sft"}
+    assert {(t["baseline"], t["system"]) for t in data["pooled"][TASK]} >= {("sft_matched", "grpo")}
     greedy = pooled[("greedy", "grpo")]  # every seed's greedy output of every example, resampled by example
     assert greedy["n"] == len(speech_rows) and greedy["outputs_per_example"] == 3 and 0 <= greedy["p_value"] <= 1
     assert "no sampled output" in pooled[("sampled", "mpgrpo")]["skipped"]  # sweep.sampled_runs: 0
@@ -108,12 +111,14 @@ def test_pooled_tests_keep_every_seed_and_run_of_an_example_together(tmp_path: P
     cfg = config_from_dict({"seed": 3, "sweep": {"seeds": [8]}, "report": {"bootstrap_samples": 200}})
     refs = [f"der Hund isst {i} Äpfel im Garten" for i in range(12)]
     for metrics, runs in ((tmp_path / "metrics", 2), (tmp_path / "sweeps" / "runs" / "seed-8" / "metrics", 1)):
-        for method, keep in (("sft", 4), ("grpo", 6), ("mpgrpo", 6)):
+        for method, keep in (("sft", 4), ("grpo", 6), ("mpgrpo", 6), ("sft_matched", 5)):
             rows = [{"id": f"ex{i}", "reference": r, "greedy": " ".join(r.split()[:keep]),
                      "sampled": [" ".join(r.split()[:keep])] * runs} for i, r in enumerate(refs)]
             write_jsonl(metrics / method / f"{TASK}.predictions.jsonl", rows)
-    tests = {(t["decoding"], t["system"]): t for t in pooled_significance(cfg, tmp_path, tmp_path / "sweeps" / "runs",
-                                                                          (TASK,))[TASK]}
+    pooled = pooled_significance(cfg, tmp_path, tmp_path / "sweeps" / "runs", (TASK,))[TASK]
+    tests = {(t["decoding"], t["system"]): t for t in pooled if t["baseline"] == "sft"}
+    matched = {(t["decoding"], t["system"]): t for t in pooled if t["baseline"] == "sft_matched"}
+    assert matched[("greedy", "grpo")]["delta"] > 0 and matched[("greedy", "grpo")]["outputs_per_example"] == 2
     assert tests[("greedy", "grpo")]["outputs_per_example"] == 2  # one greedy output per seed
     assert tests[("sampled", "grpo")]["outputs_per_example"] == 3  # the pipeline's 2 runs + seed 8's one
     assert tests[("greedy", "grpo")]["n"] == 12 and tests[("greedy", "grpo")]["delta"] > 0

@@ -492,6 +492,26 @@ class SftConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SftMatchedConfig(SftConfig):
+    """The sft_matched stage (steps/training/sft.py): SFT continued from models/sft/<task> for the compute GRPO used.
+
+    The equal-compute control of GRPO (which runs `grpo.max_steps` more optimiser steps on top of SFT): the section
+    holds only what differs from `sft`, every key it leaves out is taken from there. `max_steps` is not read: the
+    stage sets it to round(GRPO's measured `compute` figure / SFT's measured figure per optimiser step), from
+    metrics/grpo/<task>.train.json and metrics/sft/<task>.train.json. `compute`: `train_tokens` (tokens through the
+    training loss, forward + backward) or `train_seconds` (wall seconds of the training steps).
+    """
+
+    lr: float = 1e-4
+    eval_every: int = 40
+    compute: Literal["train_tokens", "train_seconds"] = "train_tokens"
+
+
+# The keys sft_matched sets itself when its section leaves them out (every other key comes from `sft`).
+SFT_MATCHED_OWN_KEYS: tuple[str, ...] = ("lr", "eval_every", "compute")
+
+
+@dataclasses.dataclass(frozen=True)
 class GrpoConfig:
     """The grpo and mpgrpo stages (steps/training/grpo.py): TRL's GRPOTrainer with audio, one task's train split.
 
@@ -671,7 +691,7 @@ class EvaluateConfig:
         for name in ("max_new_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 out.append(f"{name}: must be >= 1, got {getattr(self, name)}")
-        clash = sorted(set(self.extra_models) & {"base", "sft", "grpo", "mpgrpo"})
+        clash = sorted(set(self.extra_models) & {"base", "sft", "grpo", "mpgrpo", "sft_matched"})
         if clash:
             out.append(f"extra_models: {clash} are pipeline model names; give extra checkpoints other names")
         if self.threads < 0:
@@ -737,6 +757,7 @@ class Config:
     model: ModelConfig = ModelConfig()
     pretrain: PretrainConfig = PretrainConfig()
     sft: SftConfig = SftConfig()
+    sft_matched: SftMatchedConfig = SftMatchedConfig()
     grpo: GrpoConfig = GrpoConfig()
     mpgrpo: GrpoConfig = GrpoConfig(num_off_policy=1)
     evaluate: EvaluateConfig = EvaluateConfig()
@@ -914,7 +935,7 @@ def load_config(params_path: str | Path = "params.yaml", overrides: Sequence[str
 
 def config_from_dict(raw: dict[str, Any], source: str = "the configuration") -> Config:
     errors: list[str] = []
-    raw = inherit_grpo_keys(raw)
+    raw = inherit_sft_keys(inherit_grpo_keys(raw))
     cfg = _build(Config, raw, "", errors)
     if not errors:
         errors += _unknown_why_keys(cfg)
@@ -952,6 +973,19 @@ def inherit_grpo_keys(raw: dict[str, Any]) -> dict[str, Any]:
     merged = {**{k: v for k, v in grpo.items() if k in fields}, **(mpgrpo or {})}
     merged.setdefault("num_off_policy", GrpoConfig(num_off_policy=1).num_off_policy)
     return {**raw, "mpgrpo": merged}
+
+
+def inherit_sft_keys(raw: dict[str, Any]) -> dict[str, Any]:
+    """`sft_matched` holds only what differs from `sft`: fill in every key it leaves out from `sft` (and, for the keys
+    it has defaults of its own for, from those)."""
+    sft, matched = raw.get("sft", {}), raw.get("sft_matched")
+    if not isinstance(sft, dict) or not (matched is None or isinstance(matched, dict)):
+        return raw  # a wrong type is reported by the builder
+    fields = {f.name for f in dataclasses.fields(SftConfig)}
+    # An unknown sft key is reported once, under sft, not again under the sft_matched that would inherit it.
+    own = {key: getattr(SftMatchedConfig, key) for key in SFT_MATCHED_OWN_KEYS}
+    merged = {**{k: v for k, v in sft.items() if k in fields}, **own, **(matched or {})}
+    return {**raw, "sft_matched": merged}
 
 
 def to_dict(cfg: Any) -> Any:

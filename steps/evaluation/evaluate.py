@@ -1,6 +1,6 @@
 """One model's evaluation on one task's test split, with the paper's decoding and metrics (the evaluate stage).
 
-Models: `base` is models/base; `sft`, `grpo`, `mpgrpo` are models/<name>/<task>; any name listed in
+Models: `base` is models/base; `sft`, `grpo`, `mpgrpo`, `sft_matched` are models/<name>/<task>; any name listed in
 `evaluate.extra_models` (name: folder) is evaluated the same way.
 
 Decoding (batched, KV cache, steps.modeling.generation): `evaluate.sampled_runs` runs of the paper's sampled decoding
@@ -45,7 +45,7 @@ from steps.modeling.encoder_speedups import encoder_outputs_reused
 from steps.modeling.generation import GenerationSettings, generate
 from steps.modeling.loading import load_model_and_processor, torch_threads
 
-PIPELINE_MODELS = ("base", "sft", "grpo", "mpgrpo")
+PIPELINE_MODELS = ("base", "sft", "grpo", "mpgrpo", "sft_matched")
 # Scores summarised over sampled runs (the numeric corpus_scores fields that are scores, not counts).
 SCORE_KEYS = ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "meteor", "bertscore_f1", "wer")
 

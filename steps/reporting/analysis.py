@@ -111,12 +111,21 @@ def sampled_runs_in(*evals: Evaluation) -> int:
     return min(counts) if counts else 0
 
 
+# sft_matched (SFT continued for GRPO's compute) is outside the chain: it is the equal-compute baseline of both GRPOs.
+CHAIN = tuple(m for m in METHODS if m != "sft_matched")
+SFT_BASELINES = ("sft", "sft_matched")
+
+
 def comparisons(present: Sequence[str]) -> list[tuple[str, str]]:
-    """(baseline, system) pairs: each method against the previous one present, and MP-GRPO against SFT."""
-    chain = [m for m in METHODS if m in present]
+    """(baseline, system) pairs: each method against the previous one present in base, SFT, GRPO, MP-GRPO; MP-GRPO
+    against SFT; GRPO and MP-GRPO against SFT with matched compute, and that against SFT."""
+    chain = [m for m in CHAIN if m in present]
     pairs = list(itertools.pairwise(chain))
     if "mpgrpo" in present and "sft" in present and ("sft", "mpgrpo") not in pairs:
         pairs.append(("sft", "mpgrpo"))
+    if "sft_matched" in present:
+        pairs += [("sft_matched", m) for m in ("grpo", "mpgrpo") if m in present]
+        pairs += [("sft", "sft_matched")] if "sft" in present else []
     return pairs
 
 
@@ -158,7 +167,7 @@ def verdict(baseline: str, system: str, delta: float, p_value: float) -> str:
 def task_significance(evals: Mapping[str, Evaluation], n_samples: int, seed: int, decoding: str = "greedy",
                       task: str | None = None) -> list[dict[str, Any]]:
     """Every comparison's test on `decoding` outputs (sampled: only where both methods have sampled runs); GRPO and
-    MP-GRPO against SFT are sized against the paper's gain on `task`."""
+    MP-GRPO against SFT (and SFT with matched compute) are sized against the paper's gain on `task`."""
     out = []
     for a, b in comparisons(list(evals)):
         missing = [evals[m].predictions_path for m in (a, b) if evals[m].predictions is None]
@@ -169,7 +178,7 @@ def task_significance(evals: Mapping[str, Evaluation], n_samples: int, seed: int
             out.append({"baseline": a, "system": b, "decoding": decoding,
                         "skipped": "no sampled runs (evaluate.sampled_runs: 0)"})
         else:
-            gain = PAPER_GAINS.get(task or "") if a == "sft" and b in ("grpo", "mpgrpo") else None
+            gain = PAPER_GAINS.get(task or "") if a in SFT_BASELINES and b in ("grpo", "mpgrpo") else None
             out.append(significance(evals[a], evals[b], n_samples, seed, decoding, gain))
     return out
 
@@ -268,7 +277,8 @@ def pick_examples(evals: Mapping[str, Evaluation], k: int, seed: int) -> list[st
 
 def build_report(evaluations: Mapping[str, Mapping[str, Evaluation]],
                  curves: Mapping[str, Mapping[str, Mapping[str, Sequence[float | None]]]], cfg: Config, *,
-                 n_samples: int, seed: int, n_examples: int = 5, inputs: Sequence[str] = ()) -> dict[str, Any]:
+                 n_samples: int, seed: int, n_examples: int = 5, inputs: Sequence[str] = (),
+                 compute: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None) -> dict[str, Any]:
     """Everything report.md shows, as data (report.json); the markdown and the README table are rendered from it."""
     report: dict[str, Any] = {"methods": list(METHODS), "tasks": {}, "bootstrap": {"metric": "bleu", "hypotheses":
                               "greedy", "n_samples": n_samples, "seed": seed, "alpha": ALPHA},
@@ -285,6 +295,7 @@ def build_report(evaluations: Mapping[str, Mapping[str, Evaluation]],
                       "predictions_missing": [m for m in present if evals[m].predictions is None],
                       "example_ids": pick_examples(evals, n_examples, seed)}
         entry["curves"] = {m: curve_summary(c) for m, c in curves.get(task, {}).items()}
+        entry["compute"] = dict((compute or {}).get(task, {}))  # metrics/<method>/<task>.train.json's `compute`
         report["tasks"][task] = entry
     report["settings"] = settings_vs_paper(cfg)
     report["validation_decoding"] = validation_decoding(cfg)
@@ -293,9 +304,11 @@ def build_report(evaluations: Mapping[str, Mapping[str, Evaluation]],
 
 
 def validation_decoding(cfg: Config) -> str:
-    """How SFT, GRPO and MP-GRPO decoded for validation BLEU (the curves' title), e.g. `sampled T 0.9, top-p 0.9`."""
+    """How SFT, GRPO and MP-GRPO (and SFT with matched compute) decoded for validation BLEU (the curves' title), e.g.
+    `sampled T 0.9, top-p 0.9`."""
     sampled = f"sampled T {cfg.evaluate.temperature:g}, top-p {cfg.evaluate.top_p:g}"
-    names = {m: sampled if getattr(cfg, m).eval_decoding == "sampled" else "greedy" for m in ("sft", "grpo", "mpgrpo")}
+    names = {m: sampled if getattr(cfg, m).eval_decoding == "sampled" else "greedy"
+             for m in ("sft", "sft_matched", "grpo", "mpgrpo")}
     if len(set(names.values())) == 1:
         return next(iter(names.values()))
     return "; ".join(f"{LABELS[m]} {d}" for m, d in names.items())

@@ -1,7 +1,8 @@
 """The report's inputs: each method's evaluation files and training curves, read from metrics/.
 
 Reads metrics/<method>/<task>.json and .predictions.jsonl (steps/evaluation/evaluate.py), the training curves
-metrics/{grpo,mpgrpo}/<task>.curve.csv and SFT's validation points in metrics/sft/<task>.train.json where they exist.
+metrics/{grpo,mpgrpo}/<task>.curve.csv, SFT's validation points in metrics/sft/<task>.train.json and every training
+stage's measured compute (metrics/<method>/<task>.train.json's `compute`) where they exist.
 Works with whatever methods have been evaluated (at least base) and says which are missing.
 """
 
@@ -18,9 +19,10 @@ from typing import Any
 from steps.core.config import TASKS
 from steps.core.io import read_jsonl
 
-METHODS = ("base", "sft", "grpo", "mpgrpo")
-LABELS = {"base": "Base", "sft": "SFT", "grpo": "GRPO", "mpgrpo": "MP-GRPO"}
+METHODS = ("base", "sft", "sft_matched", "grpo", "mpgrpo")
+LABELS = {"base": "Base", "sft": "SFT", "sft_matched": "SFT (matched compute)", "grpo": "GRPO", "mpgrpo": "MP-GRPO"}
 CURVE_METHODS = ("grpo", "mpgrpo")
+TRAINED_METHODS = ("sft", "sft_matched", "grpo", "mpgrpo")  # with a metrics/<method>/<task>.train.json
 
 
 @dataclass
@@ -101,3 +103,19 @@ def load_curves(metrics_dir: Path, task: str) -> tuple[dict[str, dict[str, list[
 
 def number_or_none(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def load_compute(metrics_dir: Path, task: str) -> tuple[dict[str, dict[str, Any]], list[Path]]:
+    """Each training stage's measured compute on one task ({method: compute}, with sft_matched's `matched` record),
+    from the metrics/<method>/<task>.train.json that exist and hold one."""
+    out: dict[str, dict[str, Any]] = {}
+    read: list[Path] = []
+    for method in TRAINED_METHODS:
+        path = metrics_dir / method / f"{task}.train.json"
+        if not path.is_file():
+            continue
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        if summary.get("compute"):
+            out[method] = {**summary["compute"], **({"matched": summary["matched"]} if "matched" in summary else {})}
+            read.append(path)
+    return out, read

@@ -11,7 +11,8 @@ from steps.core.io import atomic_dir
 from steps.reporting.analysis import TABLE_METRICS
 from steps.reporting.evaluations import LABELS
 
-COLORS = {"base": "C0", "sft": "C1", "grpo": "C2", "mpgrpo": "C3"}  # one colour per method in every plot
+# one colour per method in every plot
+COLORS = {"base": "C0", "sft": "C1", "grpo": "C2", "mpgrpo": "C3", "sft_matched": "C4"}
 CURVE_PANELS = (("reward", "reward (mean BLEU / 100)"), ("kl", "KL to the reference"),
                 ("completion_length", "completion length (tokens)"), ("val_bleu", "validation BLEU"))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from steps.core.io import atomic_write_text
-from steps.reporting.analysis import LISTENING_MAX_RATIO, TABLE_METRICS
+from steps.reporting.analysis import CHAIN, LISTENING_MAX_RATIO, TABLE_METRICS
 from steps.reporting.conditions import conditions_markdown
 from steps.reporting.evaluations import CURVE_METHODS, LABELS, METHODS, Evaluation
 from steps.reporting.markdown import fmt, fmt_p, fmt_pct, md_table
@@ -87,7 +87,37 @@ def _task_markdown(entry: Mapping[str, Any], boot: Mapping[str, Any]) -> list[st
         out += [f"No predictions file for {_labels(entry['predictions_missing'])}: no significance test for them.",
                 ""]
     out += _curves_markdown(entry["curves"])
+    out += _compute_markdown(entry.get("compute") or {})
     return out
+
+
+def _compute_markdown(compute: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """What each training stage measured it cost, and how SFT with matched compute got its step count."""
+    if not compute:
+        return []
+    out = ["### Training compute (measured)", "",
+           "Train tokens: every sequence of the optimiser's loss passes (forward + backward): prompt, audio positions "
+           "and completion, padding excluded. Train seconds: the training steps' wall time (validation, logging and "
+           "checkpoints excluded). Rollout tokens: completion tokens GRPO sampled (forward only; its reference "
+           "model's log-probs are another forward pass over the train tokens).", ""]
+    rows = [[LABELS[m], str(c.get("train_steps", "")), _count(c.get("train_tokens")),
+             _count(c.get("train_tokens_per_step")), fmt(c.get("train_seconds")),
+             _count(c.get("rollout_tokens")) if m in CURVE_METHODS else ""]
+            for m, c in compute.items()]
+    out += [md_table(["", "optimiser steps", "train tokens", "per step", "train seconds", "rollout tokens"], rows), ""]
+    matched = (compute.get("sft_matched") or {}).get("matched")
+    if matched:
+        figure = matched["compute"]
+        grpo, per_step = matched["grpo"], matched.get(f"sft_{figure}_per_step")
+        out += [f"SFT (matched compute) continued SFT for round(GRPO's {figure.replace('_', ' ')} "
+                f"{_count(grpo.get(figure))} / SFT's {_count(per_step)} per step) = {matched['max_steps']} steps "
+                f"(GRPO's run: {_count(grpo.get('train_tokens'))} train tokens, {fmt(grpo.get('train_seconds'))} s).",
+                ""]
+    return out
+
+
+def _count(value: Any) -> str:
+    return "" if value is None else f"{value:,.0f}"
 
 
 def _significance_markdown(tests: Sequence[Mapping[str, Any]], boot: Mapping[str, Any], decoding: str = "greedy"
@@ -256,7 +286,9 @@ def _p_vs_previous(tests: Sequence[Mapping[str, Any]], method: str, present: Seq
 
 
 def _previous(method: str, present: Sequence[str]) -> str | None:
-    chain = [m for m in METHODS if m in present]
+    if method == "sft_matched":  # outside the chain: compared with the SFT it continues
+        return "sft" if "sft" in present else None
+    chain = [m for m in CHAIN if m in present]
     i = chain.index(method)
     return chain[i - 1] if i > 0 else None
 

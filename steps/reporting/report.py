@@ -1,9 +1,11 @@
-"""The comparison report (the report stage): Base, SFT, GRPO, MP-GRPO on SQA and AST, from the evaluation files.
+"""The comparison report (the report stage): Base, SFT, SFT with matched compute, GRPO, MP-GRPO on SQA and AST, from
+the evaluation files.
 
 Writes (atomically) under reports/:
 - report.md: per task the scores table in the paper's layout (greedy decoding, relative change vs Base), sampled
   BLEU mean +- std, paired bootstrap significance (sacrebleu, BLEU, paired by example id; on the sampled outputs and
-  on the greedy ones), the listening check (real vs swapped audio), training-curve summaries; then the settings that
+  on the greedy ones; GRPO and MP-GRPO against SFT and against SFT with matched compute), the listening check (real
+  vs swapped audio), training-curve summaries, the training compute each method measured; then the settings that
   differ from the paper.
 - report.json: every number in report.md (and the full-precision values behind them).
 - plots/: metrics_<task>.png (sampled mean +- std bars, greedy dots), listening.png, curves_<task>.png.
@@ -21,7 +23,7 @@ from steps.core.config import Config
 from steps.core.io import atomic_write_text, write_json
 from steps.core.tracking import stage_run
 from steps.reporting.analysis import build_report
-from steps.reporting.evaluations import load_curves, load_evaluations
+from steps.reporting.evaluations import load_compute, load_curves, load_evaluations
 from steps.reporting.plots import write_plots
 from steps.reporting.render import render_examples, render_markdown
 
@@ -37,12 +39,13 @@ def run_report(cfg: Config, metrics_dir: Path, out_dir: Path, *, n_samples: int 
         evaluations = load_evaluations(metrics_dir)
         inputs = [ev.metrics_path for evals in evaluations.values() for ev in evals.values()]
         inputs += [ev.predictions_path for evals in evaluations.values() for ev in evals.values() if ev.predictions]
-        curves = {}
+        curves, compute = {}, {}
         for task in evaluations:
             curves[task], read = load_curves(metrics_dir, task)
-            inputs += read
+            compute[task], read_compute = load_compute(metrics_dir, task)
+            inputs += read + [p for p in read_compute if p not in read]
         report = build_report(evaluations, curves, cfg, n_samples=n_samples, seed=seed, n_examples=n_examples,
-                              inputs=[_relative_path(p, root) for p in inputs])
+                              inputs=[_relative_path(p, root) for p in inputs], compute=compute)
         report["plots"] = [f"plots/{name}" for name in write_plots(report, curves, out_dir / "plots")]
         atomic_write_text(out_dir / "examples.md", render_examples(evaluations, report))
         write_json(out_dir / "report.json", report)

@@ -24,7 +24,7 @@ from steps.reporting.evaluations import LABELS, METHODS
 from steps.reporting.markdown import fmt, fmt_p, md_table
 
 SEED_ORDER = ("base", "sft", "grpo")
-POOLED_COMPARISONS = (("sft", "grpo"), ("sft", "mpgrpo"))
+POOLED_COMPARISONS = (("sft", "grpo"), ("sft", "mpgrpo"), ("sft_matched", "grpo"), ("sft_matched", "mpgrpo"))
 # seeds.json's tables and the metrics-file key each is read from: greedy BLEU with the real and the swapped audio,
 # and the paper's sampled decoding (mean over the evaluation's sampled runs; one sampled run on swapped audio).
 SCORE_TABLES = {"runs": "bleu", "swapped": "bleu_swapped", "sampled": "bleu_sampled_mean",

@@ -60,6 +60,7 @@ from steps.training.runner import (
     TrainerInputs,
     TrainingJob,
     TrainResult,
+    compute_meter,
     run_training,
     trainer_kwargs,
     validation_settings,
@@ -271,6 +272,9 @@ class AudioGRPOTrainer(GRPOTrainer):
     def _generate(self, prompts: list[Any]) -> Any:
         out = list(super()._generate(prompts))
         n = len(prompts)
+        meter = compute_meter(self)
+        if meter is not None and self.model.training:  # rollout cost: every sampled token, replaced ones included
+            meter.add_rollout(self, sum(len(ids) for ids in out[1]))
         self._off_mask = [False] * n
         if self.num_off_policy == 0 or not self.model.training or self.off_policy is None:
             return tuple(out)
@@ -362,6 +366,11 @@ class AudioGRPOTrainer(GRPOTrainer):
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> torch.Tensor:
         self._num_items = inputs["num_items_in_batch"]
+        meter = compute_meter(self)
+        if meter is not None and self.model.training:
+            # The sequences the loss pass attends to (prompt with audio positions + completion up to EOS), counted
+            # per loss pass as SFT's are (TRL's num_input_tokens_seen counts per generation batch instead).
+            meter.add_train(self, torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1))
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def _global_mean(self, values: torch.Tensor, mask: torch.Tensor) -> float:

@@ -1,4 +1,5 @@
-"""The skeleton every post-training method shares (sft, grpo, mpgrpo): resume, load, train, keep the best, save.
+"""The skeleton every post-training method shares (sft, sft_matched, grpo, mpgrpo): resume, load, train, keep the
+best, save.
 
 `run_training(job, build)` loads the job's train and validation splits, resumes from the work folder when its
 fingerprint matches (steps/training/checkpoints.py), opens the stage's MLflow run, loads the starting model with the
@@ -6,10 +7,17 @@ fingerprint matches (steps/training/checkpoints.py), opens the stage's MLflow ru
 checkpoint on validation BLEU (the Trainer's `load_best_model_at_end`) to the job's output folder, atomically, with
 the resolved params; then writes the summary (metrics/<method>/<task>.train.json), registers the model in MLflow and
 deletes the checkpoints. Under `accelerate launch` every process trains and the main process owns the files.
+
+What training cost is measured the same way for every method (`ComputeMeter`, the summary's `compute`): the tokens
+of every sequence in the optimiser's loss passes (forward + backward; the attention-mask sum of each batch the loss is
+computed on: prompt, audio placeholder positions and completion, padding excluded), the wall seconds of the training
+steps (data, generation and the optimiser included; validation, logging and checkpointing excluded), and for GRPO
+the rollout tokens (completion tokens sampled for training, forward only).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
@@ -21,6 +29,7 @@ from typing import Any
 import torch
 from accelerate import PartialState
 from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from steps.core.config import RESOLVED_CONFIG_NAME, Config, to_dict
 from steps.core.io import atomic_dir, write_json, write_yaml
@@ -55,7 +64,7 @@ class TrainingJob:
     """
 
     cfg: Config
-    method: str  # sft | grpo | mpgrpo: the MLflow stage, the registered model's name, the messages
+    method: str  # sft | sft_matched | grpo | mpgrpo: the MLflow stage, the registered model's name, the messages
     task: str
     settings: Any
     init_dir: Path  # the model training starts from
@@ -64,6 +73,7 @@ class TrainingJob:
     work_dir: Path  # checkpoints: resumed after an interruption, deleted after success
     summary_path: Path | None = None  # metrics/<method>/<task>.train.json
     about: str = ""  # what the start message adds about the method (e.g. GRPO's group size)
+    extra_summary: dict[str, Any] = field(default_factory=dict)  # more keys for the summary (sft_matched: `matched`)
 
 
 @dataclass
@@ -90,6 +100,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     train_minutes: float = 0.0
     trainable_parameters: int = 0
+    compute: dict[str, float] = field(default_factory=dict)  # ComputeMeter.figures()
 
 
 def validation_settings(cfg: Config, decoding: str, max_new_tokens: int) -> GenerationSettings:
@@ -175,6 +186,71 @@ class StepMetrics(TrainerCallback):
             self.run.log_metrics(self.numbers(metrics), step=state.global_step)
 
 
+class ComputeMeter(TrainerCallback, ExportableState):
+    """What training cost, counted the same way for every method (the module docstring says what is counted).
+
+    The trainers call `add_train` from their loss and GRPO `add_rollout` from its generation; the counts are global
+    (summed over processes). The state rides in each checkpoint's trainer_state.json (`restore` reads it back when a
+    run resumes), so a resumed run's figures cover every step of the final model's run.
+    """
+
+    COUNTS = ("train_tokens", "train_sequences", "rollout_tokens", "train_steps", "train_seconds")
+
+    def __init__(self) -> None:
+        self.train_tokens = self.train_sequences = self.rollout_tokens = self.train_steps = 0
+        self.train_seconds = 0.0
+        self._mark: float | None = None
+
+    def state(self) -> dict[str, Any]:
+        return {"args": {}, "attributes": {k: getattr(self, k) for k in self.COUNTS}}
+
+    def restore(self, checkpoint: str | Path) -> None:
+        path = Path(checkpoint) / "trainer_state.json"
+        saved = json.loads(path.read_text()).get("stateful_callbacks", {}) if path.is_file() else {}
+        for key, value in (saved.get(type(self).__name__) or {}).get("attributes", {}).items():
+            if key in self.COUNTS:
+                setattr(self, key, value)
+
+    def add_train(self, trainer: Any, attention_mask: torch.Tensor) -> None:
+        """One loss pass over these sequences (every process calls it: the sums are global)."""
+        local = torch.stack([attention_mask.sum(), torch.tensor(attention_mask.size(0), device=attention_mask.device)])
+        tokens, sequences = trainer.accelerator.reduce(local.to(torch.long), reduction="sum").tolist()
+        self.train_tokens += int(tokens)
+        self.train_sequences += int(sequences)
+
+    def add_rollout(self, trainer: Any, tokens: int) -> None:
+        device = trainer.accelerator.device
+        self.rollout_tokens += int(trainer.accelerator.reduce(torch.tensor(tokens, device=device), reduction="sum"))
+
+    # Wall time: from one step's end (or training's start) to the next's, minus validation, logging and saving.
+    def _restart(self, *args: Any, **kwargs: Any) -> None:
+        self._mark = time.perf_counter()
+
+    on_train_begin = on_log = on_evaluate = on_save = _restart
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._mark is None:
+            self._restart()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        now = time.perf_counter()
+        self.train_seconds += now - (self._mark if self._mark is not None else now)
+        self.train_steps += 1
+        self._mark = now
+
+    def figures(self) -> dict[str, float]:
+        """The summary's `compute`: the counts and the train tokens per optimiser step."""
+        out: dict[str, float] = {k: getattr(self, k) for k in self.COUNTS}
+        out["train_seconds"] = round(self.train_seconds, 2)
+        out["train_tokens_per_step"] = round(self.train_tokens / self.train_steps, 2) if self.train_steps else 0.0
+        return out
+
+
+def compute_meter(trainer: Any) -> ComputeMeter | None:
+    """The trainer's ComputeMeter (run_training adds one), or None (a trainer built directly, as in tests)."""
+    return next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, ComputeMeter)), None)
+
+
 def run_training(job: TrainingJob, build: Callable[[TrainerInputs], Any],
                  extra_outputs: Callable[[], list[Path]] | None = None) -> TrainResult:
     """Train with the Trainer `build` makes and save the best-on-validation model (see the module docstring).
@@ -198,6 +274,10 @@ def run_training(job: TrainingJob, build: Callable[[TrainerInputs], Any],
         model = apply_finetune_switches(model, cfg.model)
         trainable = parameter_count(model, trainable_only=True)
         trainer = build(TrainerInputs(model, processor, train, validation, run, history))
+        meter = ComputeMeter()
+        if resume:
+            meter.restore(resume)
+        trainer.add_callback(meter)  # last: SFT's validation BLEU (a callback) runs before the meter restarts its clock
         resumed_from = checkpoint_step(resume) if resume else 0
         print(f"{label}: {len(train)} training examples{job.about}, {len(validation)} validation, "
               f"{trainable / 1e6:.2f} M trainable parameters ({cfg.model.finetune}), from {job.init_dir}"
@@ -219,13 +299,14 @@ def run_training(job: TrainingJob, build: Callable[[TrainerInputs], Any],
             write_yaml(tmp / RESOLVED_CONFIG_NAME, to_dict(cfg))
         best = next((h["eval_bleu"] for h in history if h["step"] == best_step), None)
         result = TrainResult(job.out_dir, resumed_from, state.global_step, best_step, best, history,
-                             round(minutes, 2), trainable)
+                             round(minutes, 2), trainable, meter.figures())
         summary = summary_dict(result, job, len(train))
         if job.summary_path is not None:
             write_json(job.summary_path, summary)
             for path in [job.summary_path, *(extra_outputs() if extra_outputs else [])]:
                 run.log_artifact(path)
-        run.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)})
+        run.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+                        | {f"compute/{k}": v for k, v in result.compute.items()})
         from steps.core.registry import register_model  # imports mlflow and pandas: only once a model is saved
 
         register_model(run, job.out_dir, job.task, job.method)  # MLflow registry: speech-grpo-<task>-<method>
@@ -237,11 +318,12 @@ def run_training(job: TrainingJob, build: Callable[[TrainerInputs], Any],
 
 
 def summary_dict(result: TrainResult, job: TrainingJob, n_train: int) -> dict[str, Any]:
-    """metrics/<method>/<task>.train.json: the best step and validation history, minutes, the step resumed from."""
+    """metrics/<method>/<task>.train.json: the best step and validation history, minutes, the step resumed from, and
+    what training cost (`compute`, ComputeMeter.figures)."""
     return {
         "method": job.method, "task": job.task, "n_train": n_train, "global_step": result.global_step,
         "resumed_from_step": result.resumed_from_step, "best_step": result.best_step,
         "best_validation_bleu": None if result.best_bleu is None else round(float(result.best_bleu), 2),
         "train_minutes": result.train_minutes, "trainable_parameters": result.trainable_parameters,
-        "init": str(job.init_dir), "validation": result.history,
+        "init": str(job.init_dir), "compute": result.compute, **job.extra_summary, "validation": result.history,
     }

@@ -1,11 +1,11 @@
 """The seed sweep: post-training and evaluation repeated with other seeds (the seeds stage, sweeps/dvc.yaml).
 
 The pipeline's own run (top-level `seed`, metrics/<method>/<task>.json) is the sweep's first seed. For every seed in
-`sweep.seeds`, the top-level `seed` is replaced and sft, grpo and mpgrpo train again for every task from the
-workspace's base model and prepared data, then each model is evaluated on the test split (greedy, swapped audio,
-`sweep.sampled_runs` sampled passes), into sweeps/runs/seed-<n>/{models,metrics}/. The seed changes the data order,
-the sampled rollouts and dropout; the base model is not pretrained again (pretraining is a third of the pipeline),
-so the spread measures post-training, and the base row is the same number in every seed.
+`sweep.seeds`, the top-level `seed` is replaced and sft, grpo, mpgrpo and sft_matched train again for every task
+from the workspace's base model and prepared data, then each model is evaluated on the test split (greedy, swapped
+audio, `sweep.sampled_runs` sampled passes), into sweeps/runs/seed-<n>/{models,metrics}/. The seed changes the data
+order, the sampled rollouts and dropout; the base model is not pretrained again (pretraining is a third of the
+pipeline), so the spread measures post-training, and the base row is the same number in every seed.
 
 Writes sweeps/seeds.json and sweeps/seeds.md (steps/reporting/seeds.py); `python -m steps.report --readme` copies
 the table into the README. Training runs are tagged `sweep_seed` in MLflow and their models are not registered (the
@@ -27,9 +27,9 @@ from steps.evaluation.evaluate import run_evaluate
 from steps.reporting.seeds import collect, pooled_significance, write_summary
 from steps.training.grpo import METHODS as GRPO_METHODS
 from steps.training.grpo import run_grpo
-from steps.training.sft import run_sft
+from steps.training.sft import run_sft, run_sft_matched
 
-TRAINED = ("sft", "grpo", "mpgrpo")
+TRAINED = ("sft", "grpo", "mpgrpo", "sft_matched")
 
 
 def seed_config(cfg: Config, seed: int) -> Config:
@@ -42,7 +42,8 @@ def seed_config(cfg: Config, seed: int) -> Config:
 
 
 def run_seed(cfg: Config, seed: int, root: Path, out_dir: Path, tasks: tuple[str, ...] = TASKS) -> None:
-    """sft -> grpo, mpgrpo -> evaluate for every task with `seed`, into out_dir/{models,metrics} (atomically)."""
+    """sft -> grpo, mpgrpo -> sft_matched (this seed's GRPO compute) -> evaluate for every task with `seed`, into
+    out_dir/{models,metrics} (atomically)."""
     scfg = seed_config(cfg, seed)
     data_dir = root / cfg.paths.data / "prepared"
     base_dir = root / cfg.paths.models / "base"
@@ -59,6 +60,9 @@ def run_seed(cfg: Config, seed: int, root: Path, out_dir: Path, tasks: tuple[str
                     init = base_dir if getattr(scfg, method).init == "base" else models / "sft" / task
                     run_grpo(scfg, method, task, init, data_dir, models / method / task, work / method / task,
                              metrics / method, root)
+                print(f"seeds: seed {seed}, {task}: sft_matched", flush=True)
+                run_sft_matched(scfg, task, models / "sft" / task, data_dir, models / "sft_matched" / task,
+                                work / "sft_matched" / task, metrics)
                 for method in TRAINED:
                     run_evaluate(scfg, method, task, models / method / task, data_dir, metrics / method)
             shutil.rmtree(work, ignore_errors=True)  # checkpoints: the best model is already in models/

@@ -1,4 +1,5 @@
-"""Supervised fine-tuning of the base SALLM on one task (the paper's baseline), with TRL's SFTTrainer.
+"""Supervised fine-tuning of the base SALLM on one task (the paper's baseline), with TRL's SFTTrainer; and the
+equal-compute control `sft_matched`, SFT continued from the SFT model for as much compute as GRPO spent.
 
 Starts from models/base (the pretrain stage's model, or its pointer to a real checkpoint) and trains on
 data/prepared/<task>/train: the prompt with its audio goes through the processor, the loss covers the answer (+ EOS)
@@ -9,10 +10,23 @@ Every `sft.eval_every` steps: validation loss and BLEU (`sft.eval_decoding`) on 
 `sft.eval_examples` examples); the checkpoint kept is the best on validation BLEU (as in the paper). Resuming,
 saving and registration are the shared skeleton's (steps/training/runner.py); the model is registered in MLflow as
 `speech-grpo-<task>-sft`.
+
+sft_matched (`run_sft_matched`): GRPO (grpo.init: sft) trains `grpo.max_steps` more optimiser steps on top of SFT,
+so its gain over SFT could be more training alone. This control starts from models/sft/<task>, trains with the
+`sft_matched` settings (= `sft` plus what that section overrides) and runs
+max_steps = round(GRPO's `compute.<sft_matched.compute>` / SFT's figure per optimiser step), both measured
+(metrics/grpo/<task>.train.json, metrics/sft/<task>.train.json; the same data and batch size make SFT's tokens per
+step a good predictor of the control's). Tokens through the training loss (forward + backward) are the default
+figure: GRPO's rollouts, reference and old-policy passes are forward-only and are recorded beside it
+(`compute.rollout_tokens`), not matched. Checkpoint selection as SFT's (validation BLEU); registered as
+`speech-grpo-<task>-sft_matched`; metrics/sft_matched/<task>.train.json holds its own measured compute and, under
+`matched`, the GRPO figures it matched and how max_steps followed from them.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +36,7 @@ import torch
 from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
-from steps.core.config import Config
+from steps.core.config import Config, SftConfig
 from steps.core.tracking import StageRun
 from steps.evaluation.metrics import corpus_bleu
 from steps.modeling.batches import encode_for_training, model_inputs
@@ -35,6 +49,7 @@ from steps.training.runner import (
     TrainerInputs,
     TrainingJob,
     TrainResult,
+    compute_meter,
     decoding_name,
     run_training,
     trainer_kwargs,
@@ -90,17 +105,19 @@ class ValidationBleu(TrainerCallback):
 
 
 def make_callbacks(cfg: Config, processor: Any, validation: Any, run: StageRun,
-                   history: list[dict[str, float]]) -> list[Any]:
-    """Validation BLEU, the non-finite guard and per-step MLflow logging."""
-    s = cfg.sft
-    settings = validation_settings(cfg, s.eval_decoding, s.max_new_tokens)
-    return [ValidationBleu(processor, validation, settings, s.eval_batch_size, cfg.seed, history),
-            NonFiniteGuard("sft"), StepMetrics(run, "sft", evaluation=True)]
+                   history: list[dict[str, float]], settings: SftConfig | None = None,
+                   section: str = "sft") -> list[Any]:
+    """Validation BLEU, the non-finite guard and per-step MLflow logging (`settings`: the section, default cfg.sft)."""
+    s = settings or cfg.sft
+    decoding = validation_settings(cfg, s.eval_decoding, s.max_new_tokens)
+    return [ValidationBleu(processor, validation, decoding, s.eval_batch_size, cfg.seed, history),
+            NonFiniteGuard(section), StepMetrics(run, section, evaluation=True)]
 
 
-def trainer_args(cfg: Config, work_dir: Path, device: torch.device) -> SFTConfig:
-    """TRL's SFTConfig built from our `sft` section (with the knobs every method shares, runner.trainer_kwargs)."""
-    s = cfg.sft
+def trainer_args(cfg: Config, work_dir: Path, device: torch.device, settings: SftConfig | None = None) -> SFTConfig:
+    """TRL's SFTConfig built from our `sft` section (or `settings`, e.g. sft_matched's), with the knobs every method
+    shares (runner.trainer_kwargs)."""
+    s = settings or cfg.sft
     return SFTConfig(
         **trainer_kwargs(s, work_dir, device, cfg.seed),
         per_device_train_batch_size=s.batch_size,
@@ -113,26 +130,87 @@ def trainer_args(cfg: Config, work_dir: Path, device: torch.device) -> SFTConfig
 
 
 class AudioSFTTrainer(SFTTrainer):
-    """TRL's SFTTrainer, with checkpoints saved in the model's own parameter names (see save_in_model_layout)."""
+    """TRL's SFTTrainer, with checkpoints saved in the model's own parameter names (see save_in_model_layout) and the
+    training loss's tokens counted (runner.ComputeMeter).
+
+    TRL's own `num_tokens` log is the same attention-mask sum, but it lives in the logs only and restarts at 0 on
+    resume; GRPO's `num_input_tokens_seen` counts per generation batch, not per loss pass. Both trainers count here,
+    in the loss, so that the figures mean the same thing.
+    """
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        meter = compute_meter(self)
+        if meter is not None and model.training:
+            meter.add_train(self, inputs["attention_mask"])
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         save_in_model_layout(self.model, lambda: super(AudioSFTTrainer, self)._save(output_dir, state_dict))
 
 
 def run_sft(cfg: Config, task: str, base_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path,
-            metrics_path: Path | None = None, callbacks: list[Any] | None = None) -> TrainResult:
+            metrics_path: Path | None = None, callbacks: list[Any] | None = None, *, method: str = "sft",
+            settings: SftConfig | None = None, extra_summary: dict[str, Any] | None = None) -> TrainResult:
     """Fine-tune `base_dir` on data_dir/<task>/train and save the best-on-validation model to `out_dir`.
 
-    `callbacks` are extra transformers TrainerCallbacks (tests use them to interrupt or poison training).
+    `callbacks` are extra transformers TrainerCallbacks (tests use them to interrupt or poison training). `method`
+    and `settings` name the stage and its section (run_sft_matched: sft_matched, with the matched max_steps).
     """
+    s = settings or cfg.sft
+
     def build(inputs: TrainerInputs) -> AudioSFTTrainer:
         model = inputs.model
-        extra = make_callbacks(cfg, inputs.processor, inputs.validation, inputs.run, inputs.history)
-        return AudioSFTTrainer(model=model, args=trainer_args(cfg, work_dir, next(model.parameters()).device),
+        extra = make_callbacks(cfg, inputs.processor, inputs.validation, inputs.run, inputs.history, s, method)
+        return AudioSFTTrainer(model=model, args=trainer_args(cfg, work_dir, next(model.parameters()).device, s),
                                train_dataset=inputs.train, eval_dataset=inputs.validation,
                                processing_class=inputs.processor,
                                data_collator=AudioSftCollator(inputs.processor, adapter_for(model)),
                                callbacks=[*extra, *(callbacks or [])])
 
-    job = TrainingJob(cfg, "sft", task, cfg.sft, base_dir, data_dir, out_dir, work_dir, metrics_path)
+    job = TrainingJob(cfg, method, task, s, base_dir, data_dir, out_dir, work_dir, metrics_path,
+                      extra_summary=extra_summary or {})
     return run_training(job, build)
+
+
+# --- sft_matched: SFT continued for GRPO's compute ----------------------------------------------------------------
+
+
+def measured_compute(path: Path, figure: str, stage: str) -> dict[str, Any]:
+    """The `compute` of a training summary (metrics/<method>/<task>.train.json), which must hold `figure`."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: sft_matched matches the compute measured there; run the {stage} "
+                                f"stage first (`dvc repro {stage}`)")
+    compute = json.loads(path.read_text(encoding="utf-8")).get("compute") or {}
+    if not isinstance(compute.get(figure), int | float) or not compute.get("train_steps"):
+        raise ValueError(f"{path} has no measured compute.{figure} (written before the stages measured compute?): "
+                         f"rerun the {stage} stage (`dvc repro -f {stage}`)")
+    return compute
+
+
+def matched_steps(cfg: Config, task: str, metrics_dir: Path) -> tuple[int, dict[str, Any]]:
+    """sft_matched's max_steps, round(GRPO's figure / SFT's figure per step), and the record of how it followed."""
+    figure = cfg.sft_matched.compute
+    grpo_path, sft_path = metrics_dir / "grpo" / f"{task}.train.json", metrics_dir / "sft" / f"{task}.train.json"
+    grpo = measured_compute(grpo_path, figure, f"grpo@{task}")
+    sft = measured_compute(sft_path, figure, f"sft@{task}")
+    per_step = sft[figure] / sft["train_steps"]
+    if per_step <= 0:
+        raise ValueError(f"{sft_path}: compute.{figure} is {sft[figure]}: nothing to match a step against")
+    steps = max(1, round(grpo[figure] / per_step))
+    return steps, {"compute": figure, "grpo": grpo, "grpo_metrics": str(grpo_path), "sft_metrics": str(sft_path),
+                   f"sft_{figure}_per_step": round(per_step, 2), "max_steps": steps}
+
+
+def run_sft_matched(cfg: Config, task: str, sft_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path,
+                    metrics_dir: Path, callbacks: list[Any] | None = None) -> TrainResult:
+    """Continue SFT from `sft_dir` (models/sft/<task>) for the compute GRPO measured (see the module docstring);
+    writes metrics_dir/sft_matched/<task>.train.json."""
+    steps, matched = matched_steps(cfg, task, metrics_dir)
+    figure = matched["compute"]
+    print(f"sft_matched[{task}]: {steps} steps = GRPO's {figure} {matched['grpo'][figure]} / SFT's "
+          f"{matched[f'sft_{figure}_per_step']} per step", flush=True)
+    settings = dataclasses.replace(cfg.sft_matched, max_steps=steps)
+    return run_sft(cfg, task, sft_dir, data_dir, out_dir, work_dir,
+                   metrics_dir / "sft_matched" / f"{task}.train.json", callbacks, method="sft_matched",
+                   settings=settings, extra_summary={"matched": matched})
