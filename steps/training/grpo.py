@@ -125,6 +125,28 @@ def off_policy_positions(n_local: int, process_index: int, num_generations: int,
     return [(start + i) % num_generations >= num_generations - num_off_policy for i in range(n_local)]
 
 
+def switch_off_dropout(model: torch.nn.Module) -> int:
+    """Set every dropout of `model` to 0: nn.Dropout modules, and the float rates modules read in forward
+    (`attention_dropout`, Whisper-style `dropout` / `activation_dropout`, `layerdrop`).
+
+    The rollouts, the old-policy and reference passes and the loss pass must score the same policy: with dropout
+    on (all of them run in training mode) ratios, KL and the copies `encode_each_clip_once` shares would carry its
+    noise. Granite Speech configs have 0.1 in the encoder and the Q-former, whose attention reads a float that TRL's
+    `disable_dropout` (nn.Dropout only) does not reach; the Qwen2-Audio presets have 0 everywhere. The saved config is
+    unchanged. Returns how many were switched off.
+    """
+    switched = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout) and module.p > 0:
+            module.p = 0.0
+            switched += 1
+        for name, rate in list(vars(module).items()):
+            if isinstance(rate, float) and rate > 0 and (name.endswith("dropout") or name == "layerdrop"):
+                setattr(module, name, 0.0)
+                switched += 1
+    return switched
+
+
 # --- off-policy texts -------------------------------------------------------------------------------------------------
 
 
@@ -191,6 +213,7 @@ class AudioGRPOTrainer(GRPOTrainer):
                              "vllm_mode: colocate")
         for model in (self.model, getattr(self, "ref_model", None)):  # a group's G rows share one clip
             if model is not None:
+                switch_off_dropout(self.accelerator.unwrap_model(model))  # every pass scores the same policy
                 encode_each_clip_once(get_submodule(self.accelerator.unwrap_model(model), adapter.encoder))
 
     # -- audio in ----------------------------------------------------------------------------------------
