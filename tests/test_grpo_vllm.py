@@ -5,12 +5,14 @@ vLLM is not installed in the CPU set, so the trainer is built without it and the
 and answers with objects shaped like vLLM's `RequestOutput` (token ids and top-1 logprobs). Everything TRL does
 before and after the engine call runs: colocate's one request per row (n=1), the tensor-parallel group's gathering of
 prompts (torch.distributed.all_gather_object, simulated for a 2-rank group) and the slicing back, and the
-importance-sampling correction built from the engine's logprobs. What only a GPU can check (vLLM's own multimodal
-processing of the requests, weight sync, generation) is in docs/gpu.md.
+importance-sampling correction built from the engine's logprobs. Where vllm imports (the GPU set; slow), the
+recorded requests also go through vLLM's own multimodal processor for the model, on CPU: it must turn each into the
+prompt the trainer scores. What only a GPU can check (weight sync, generation) is in docs/gpu.md.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,9 +22,10 @@ import numpy as np
 import pytest
 import torch
 
-from steps.modeling.batches import audio_extractor
+from steps.modeling.batches import audio_extractor, encode_prompts
+from steps.training.grpo import collapse_runs
 from tests.test_grpo import micro_trainer
-from tests.tiny_sallm import RATE, workspace
+from tests.tiny_sallm import ASR_PROMPT, RATE, workspace
 
 FAKE_LOGPROB = -5.0  # what the fake engine reports for every sampled token
 WORDS = ("die katze", "der hund sitzt", "ein buch", "wir lesen heute")
@@ -90,6 +93,23 @@ def prompt_ids_of(trainer: Any, rows: list[dict[str, Any]]) -> list[list[int]]:
     return ids
 
 
+def audio_token_id(trainer: Any) -> int:
+    processor = trainer.processing_class
+    return processor.tokenizer.convert_tokens_to_ids(processor.audio_token)
+
+
+def as_vllm_expands(trainer: Any, request: dict[str, Any]) -> list[int]:
+    """What vLLM makes of a request (its PromptReplacement for Qwen2-Audio and Granite Speech): the one audio token
+    replaced by as many as the clip needs; the count taken from the trainer's processor on that clip alone."""
+    audio, _ = request["multi_modal_data"]["audio"]
+    token = audio_token_id(trainer)
+    alone = encode_prompts(trainer.processing_class, trainer.adapter, [ASR_PROMPT], [audio])["input_ids"][0]
+    ids = request["prompt_token_ids"]
+    assert ids.count(token) == 1  # one placeholder per clip, as vLLM expects token prompts
+    at = ids.index(token)
+    return ids[:at] + [token] * int((alone == token).sum()) + ids[at + 1:]
+
+
 def test_every_request_carries_its_rows_audio(tmp_path: Path, speech_rows, monkeypatch) -> None:
     trainer = micro_trainer(workspace(tmp_path, speech_rows))
     gen = with_fake_vllm(trainer, monkeypatch)
@@ -103,9 +123,10 @@ def test_every_request_carries_its_rows_audio(tmp_path: Path, speech_rows, monke
     assert len(requests) == len(rows) == 8
     assert audio_extractor(trainer.processing_class).sampling_rate == RATE
     for request, row, prompt in zip(requests, rows, expected_prompts, strict=True):
-        assert request["prompt_token_ids"] == prompt
+        assert request["prompt_token_ids"] == collapse_runs(prompt, audio_token_id(trainer))
         audio, rate = request["multi_modal_data"]["audio"]
         assert rate == RATE and np.array_equal(audio, row["audio"])
+        assert as_vllm_expands(trainer, request) == prompt  # the engine sees the prompt the trainer scores
     clips = [r["multi_modal_data"]["audio"][0] for r in requests]
     assert all(np.array_equal(c, clips[0]) for c in clips[:4]) and all(np.array_equal(c, clips[4]) for c in clips[4:])
     assert not np.array_equal(clips[0], clips[4])  # the two groups carry different clips
@@ -169,8 +190,8 @@ def test_tensor_parallel_group_keeps_audio_aligned_with_gathered_prompts(tmp_pat
     group_prompts = local_prompts + peer_prompts if rank == 0 else peer_prompts + local_prompts
     assert len(requests) == 16
     for request, row, prompt in zip(requests, group_rows, group_prompts, strict=True):
-        assert request["prompt_token_ids"] == prompt
         assert np.array_equal(request["multi_modal_data"]["audio"][0], row["audio"])
+        assert as_vllm_expands(trainer, request) == prompt  # the clip's length fits the prompt's placeholders
     # TRL keeps this rank's share of the answers: requests rank * 8 ... rank * 8 + 7.
     for i in range(len(rows)):
         ids = batch["completion_ids"][i][batch["completion_mask"][i].bool()].tolist()
@@ -222,3 +243,33 @@ def test_off_policy_rows_stay_out_of_the_importance_sampling_correction(tmp_path
     assert torch.all(batch["importance_sampling_ratio"][off] == 1.0)
     batch["advantages"] = torch.linspace(-1.0, 1.0, len(rows))
     assert torch.isfinite(trainer.compute_loss(trainer.model, batch))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
+                    reason="vllm is in the GPU dependency set only (requirements/gpu.txt)")
+@pytest.mark.parametrize("family", ["qwen2_audio", "granite_speech"])
+def test_vllm_own_processor_turns_each_request_into_the_trainers_prompt(tmp_path: Path, speech_rows, monkeypatch,
+                                                                       family: str) -> None:
+    """The recorded requests through vLLM's multimodal processor for the model (CPU: no engine, no GPU)."""
+    from vllm.config import ModelConfig
+    from vllm.multimodal import MULTIMODAL_REGISTRY
+
+    from tests.test_granite_speech import granite_workspace, torchaudio_imports
+
+    if family == "granite_speech" and not torchaudio_imports():
+        pytest.skip("GraniteSpeechFeatureExtractor needs torchaudio")
+    root = (workspace if family == "qwen2_audio" else granite_workspace)(tmp_path, speech_rows)
+    trainer = micro_trainer(root)
+    assert trainer.adapter.model_type == family
+    gen = with_fake_vllm(trainer, monkeypatch)
+    rows = grouped_rows(trainer, [0, 1])
+    expected = prompt_ids_of(trainer, rows)
+    trainer._generate_and_score_completions(rows)
+    [(requests, _)] = gen.llm.calls
+    processor = MULTIMODAL_REGISTRY.create_processor(ModelConfig(model=str(root / "models" / "base"), dtype="float32"))
+    for request, prompt in zip(requests[::trainer.num_generations], expected[::trainer.num_generations], strict=True):
+        out = processor(request["prompt_token_ids"], processor.info.parse_mm_data(request["multi_modal_data"]))
+        assert out["prompt_token_ids"] == prompt
+        [placeholder] = out["mm_placeholders"]["audio"]
+        assert placeholder.length == prompt.count(audio_token_id(trainer))

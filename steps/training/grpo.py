@@ -125,6 +125,15 @@ def off_policy_positions(n_local: int, process_index: int, num_generations: int,
     return [(start + i) % num_generations >= num_generations - num_off_policy for i in range(n_local)]
 
 
+def collapse_runs(ids: Sequence[int], token: int) -> list[int]:
+    """`ids` with every run of `token` cut to one `token` (the processor's expanded audio placeholder, unexpanded)."""
+    out: list[int] = []
+    for t in ids:
+        if t != token or not out or out[-1] != token:
+            out.append(t)
+    return out
+
+
 def switch_off_dropout(model: torch.nn.Module) -> int:
     """Set every dropout of `model` to 0: nn.Dropout modules, and the float rates modules read in forward
     (`attention_dropout`, Whisper-style `dropout` / `activation_dropout`, `layerdrop`).
@@ -282,10 +291,14 @@ class AudioGRPOTrainer(GRPOTrainer):
             gathered: list[Any] = [None] * vllm.tensor_parallel_size
             torch.distributed.all_gather_object(gathered, audios, group=vllm.tp_group)
             audios = [audio for part in gathered for audio in part]
+        audio_token = self.processing_class.tokenizer.convert_tokens_to_ids(self.processing_class.audio_token)
         original = llm.generate
 
         def generate_with_audio(requests: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
             for request, audio in zip(requests, audios, strict=True):
+                # vLLM expands one audio token per clip itself: our prompt has it expanded already (measured with
+                # vLLM 0.33's processors: 53 audio tokens went in, 105 came out). The trainer keeps its own ids.
+                request["prompt_token_ids"] = collapse_runs(request["prompt_token_ids"], audio_token)
                 request["multi_modal_data"] = {"audio": (audio, rate)}
             return original(requests, *args, **kwargs)
 
