@@ -25,8 +25,7 @@ def encode_each_clip_once(encoder: nn.Module) -> nn.Module:
     GRPO repeats every prompt's audio num_generations times, so without this the encoder (most of a small SALLM's
     compute) runs G times on the same clip in every pass. Outputs are the same rows, and the gradient is the same
     (indexing sums the copies' gradients), as long as the encoder is deterministic per clip (dropout off, as in
-    every preset here, and GRPO switches it off for every family; with dropout on, the copies would share one mask).
-    Calling it twice is harmless.
+    every preset here; with dropout on, the copies would share one mask). Calling it twice is harmless.
     """
     return _switch_class(encoder, _EachClipOnce)
 
