@@ -1,12 +1,18 @@
-"""The real GraniteSpeechForConditionalGeneration class with a tiny config: forward and generate.
+"""The real GraniteSpeechForConditionalGeneration class with a tiny config: forward and generate, and every stage.
 
 Its feature extractor needs torchaudio (not installable beside CPU torch here), so the first test hands the model
 `input_features` directly: (batch, frames, 2 x mel bins), the shape the extractor produces by stacking frame pairs.
-The last test runs the real GraniteSpeechProcessor through the project's encoding where torchaudio imports (the GPU
-dependency set, requirements/gpu.txt) and is skipped elsewhere.
+GRPO's dropout switch is checked on it too. Where torchaudio imports (the GPU dependency set, requirements/gpu.txt;
+skipped elsewhere) the real GraniteSpeechProcessor runs through the project's encoding, and (slow) a tiny Granite
+Speech with that processor goes through sft, grpo, mpgrpo and evaluate with the Qwen2-Audio stage tests' checks:
+  PYTHONPATH=. python -m pytest tests/test_granite_speech.py -m slow
 """
 
 from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,18 +25,24 @@ AUDIO_TOKEN_ID = 5
 VOCAB = 64
 
 
-def tiny_granite(vocab: int = VOCAB, audio_token_id: int = AUDIO_TOKEN_ID):
+def tiny_granite(vocab: int = VOCAB, audio_token_id: int = AUDIO_TOKEN_ID, window_size: int = 4,
+                 downsample_rate: int = 2, max_positions: int = 128, special: tuple[int, int, int | None] = (0, 1, 2),
+                 input_dim: int = 16):
+    """A random tiny GraniteSpeechForConditionalGeneration; `special` = (pad, eos, bos) token ids."""
     from transformers import GraniteSpeechConfig, GraniteSpeechForConditionalGeneration
 
+    pad, eos, bos = special
     config = GraniteSpeechConfig(
         text_config={"model_type": "granite", "vocab_size": vocab, "hidden_size": 32, "num_hidden_layers": 1,
                      "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 64,
-                     "max_position_embeddings": 128, "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2},
-        encoder_config={"input_dim": 16, "num_layers": 1, "hidden_dim": 32, "num_heads": 2, "output_dim": 8,
+                     "max_position_embeddings": max_positions, "pad_token_id": pad, "eos_token_id": eos,
+                     "bos_token_id": bos},
+        encoder_config={"input_dim": input_dim, "num_layers": 1, "hidden_dim": 32, "num_heads": 2, "output_dim": 8,
                         "context_size": 20, "max_pos_emb": 32, "conv_kernel_size": 3, "feedforward_mult": 2},
         projector_config={"model_type": "blip_2_qformer", "hidden_size": 32, "num_hidden_layers": 1,
                           "num_attention_heads": 2, "intermediate_size": 64, "encoder_hidden_size": 32},
-        audio_token_index=audio_token_id, window_size=4, downsample_rate=2, has_lora_adapter=False,
+        audio_token_index=audio_token_id, window_size=window_size, downsample_rate=downsample_rate,
+        has_lora_adapter=False,
     )
     torch.manual_seed(0)
     return GraniteSpeechForConditionalGeneration(config).eval()
@@ -56,6 +68,27 @@ def test_tiny_granite_speech_forward_and_generate() -> None:
     generated = model.generate(input_ids=input_ids, input_features=features, attention_mask=torch.ones_like(input_ids),
                                max_new_tokens=4, do_sample=False, pad_token_id=0)
     assert generated.shape == (2, len(prompt) + 4)
+
+
+def test_grpo_switches_off_granite_dropout_that_trl_does_not_reach() -> None:
+    from trl.trainer.utils import disable_dropout_in_model
+
+    from steps.training.grpo import switch_off_dropout
+
+    model = tiny_granite().train()  # Granite Speech's config defaults: dropout 0.1 in the encoder and the Q-former
+    features = torch.randn(2, 12, 16)
+    with torch.no_grad():
+        n_audio = model.get_audio_features(features, return_dict=True).pooler_output.shape[1]
+    ids = torch.tensor([[10, 11] + [AUDIO_TOKEN_ID] * n_audio + [12]] * 2)
+
+    def logits() -> torch.Tensor:
+        with torch.no_grad():
+            return model(input_ids=ids, input_features=features, attention_mask=torch.ones_like(ids)).logits
+
+    disable_dropout_in_model(model)  # TRL's disable_dropout: nn.Dropout modules only
+    assert not torch.equal(logits(), logits())  # the Q-former's attention dropout (a float) is still on
+    assert switch_off_dropout(model) > 0
+    assert torch.equal(logits(), logits()) and switch_off_dropout(model) == 0
 
 
 def torchaudio_imports() -> bool:
@@ -98,3 +131,154 @@ def test_real_granite_processor_through_the_project_encoding() -> None:
     assert torch.isfinite(out.loss)
     out.loss.backward()
     assert model.model.encoder.input_linear.weight.grad.abs().sum() > 0  # the extractor's features reach the loss
+
+
+# --- every stage ------------------------------------------------------------------------------------------------------
+
+
+def granite_workspace(root: Path, rows: list[dict[str, Any]], task: str = "ast") -> Path:
+    """tests/tiny_sallm.workspace with a tiny Granite Speech as models/base: the real processor with the released
+    checkpoints' extractor settings (80 mels, stacked in pairs to the encoder's 160 inputs; projector window 15,
+    downsample 5), the tiny preset's BPE tokenizer and chat template. Needs torchaudio (the extractor).
+
+    80 mels because a saved GraniteSpeechFeatureExtractor reloads with n_mels=80 whatever it was saved with
+    (transformers 5.20.2 writes n_mels inside `melspec_kwargs` and reads it as a top-level argument)."""
+    from transformers import GraniteSpeechFeatureExtractor, GraniteSpeechProcessor
+
+    from steps.modeling.loading import prepare_tokens
+    from steps.modeling.tiny import CHAT_TEMPLATE, save, train_tokenizer
+    from tests.tiny_sallm import MICRO, to_dataset
+
+    for split in ("train", "validation", "test"):
+        to_dataset(rows).save_to_disk(str(root / "data" / task / split))
+    texts = [t for r in rows for t in (r["prompt"].replace("<|audio|>", " "), r["reference"], r["transcript"])]
+    tok = train_tokenizer(texts, MICRO.vocab_size)
+    extractor = GraniteSpeechFeatureExtractor()
+    processor = GraniteSpeechProcessor(audio_processor=extractor, tokenizer=tok, chat_template=CHAT_TEMPLATE)
+    model = tiny_granite(vocab=len(tok), audio_token_id=tok.convert_tokens_to_ids(processor.audio_token),
+                         window_size=extractor.projector_window_size,
+                         downsample_rate=extractor.projector_downsample_rate, max_positions=512,
+                         special=(tok.pad_token_id, tok.eos_token_id, None), input_dim=2 * extractor.feature_size)
+    model.generation_config.eos_token_id, model.generation_config.pad_token_id = tok.eos_token_id, tok.pad_token_id
+    model.generation_config.bos_token_id = None
+    prepare_tokens(model, processor)
+    save(model.train(), processor, root / "models" / "base")
+    return root
+
+
+needs_torchaudio = pytest.mark.skipif(not torchaudio_imports(), reason="GraniteSpeechFeatureExtractor needs torchaudio "
+                                      "(the GPU dependency set, requirements/gpu.txt; docs/gpu.md)")
+
+
+def same_token_count_pair(processor: Any, rows: list[dict[str, Any]]) -> list[int]:
+    """Two examples whose clips get as many audio tokens (their audio can be swapped without changing the prompts)."""
+    from steps.modeling.batches import audio_extractor
+
+    sizes = audio_extractor(processor)([r["audio"] for r in rows])["audio_embed_sizes"]
+    sizes = [int(s) for s in sizes]
+    for i in range(len(rows)):
+        for j in range(i + 1, len(rows)):
+            if sizes[i] == sizes[j]:
+                return [i, j]
+    raise AssertionError(f"no two fixture clips with the same audio token count: {sizes}")
+
+
+@pytest.mark.slow
+@needs_torchaudio
+def test_granite_speech_through_sft_grpo_mpgrpo_and_evaluate(tmp_path: Path, speech_rows, monkeypatch) -> None:
+    """The Qwen2-Audio stage tests' checks (test_sft, test_grpo, test_evaluate) on a tiny Granite Speech."""
+    import csv
+    import json
+
+    from safetensors.torch import load_file
+
+    from steps.core.io import read_jsonl
+    from steps.evaluation.evaluate import run_evaluate
+    from steps.training.grpo import run_grpo
+    from steps.training.sft import run_sft
+    from tests import test_grpo, test_sft
+
+    monkeypatch.setenv("SPEECH_GRPO_TRACKING", "off")
+    task = test_sft.TASK
+    root = granite_workspace(tmp_path, speech_rows, task)
+    base = root / "models" / "base"
+    adapter = ADAPTERS["granite_speech"]
+
+    def state(folder: Path) -> dict[str, torch.Tensor]:
+        return load_file(folder / "model.safetensors")
+
+    def changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> list[str]:
+        assert before.keys() == after.keys()  # saved in the base's layout
+        return [k for k in before if not torch.equal(before[k], after[k])]
+
+    # sft: validation loss falls, most tensors (encoder, projector and LLM among them) move, outputs are written.
+    paths = test_sft.sft_paths(root)
+    result = run_sft(test_sft.micro_config(keep_checkpoints=False), task, **paths)
+    assert result.global_step == 20
+    assert test_sft.validation_loss(paths["out_dir"], speech_rows) < test_sft.validation_loss(base, speech_rows)
+    moved = changed(state(base), state(paths["out_dir"]))
+    assert len(moved) > len(state(base)) // 2
+    assert all(any(part in k for k in moved) for part in ("encoder", "projector", "language_model"))
+    assert json.loads(paths["metrics_path"].read_text())["global_step"] == 20
+    assert (paths["out_dir"] / "resolved_params.yaml").is_file() and not paths["work_dir"].exists()
+
+    # The GRPO loss pass: the audio reaches it (the encoder gets gradient) and other audio changes the log-probs.
+    trainer = test_grpo.micro_trainer(root)
+    model = trainer.model
+    encoder = get_submodule(model, adapter.encoder)
+    calls: list[bool] = []
+    handle = encoder.register_forward_hook(lambda *_: calls.append(torch.is_grad_enabled()))
+    pair = same_token_count_pair(trainer.processing_class, speech_rows)
+    rows = [dict(r) for r in trainer.train_dataset.select(pair) for _ in range(trainer.num_generations)]
+    batch = trainer._prepare_inputs(rows)
+    assert set(adapter.feature_keys) <= set(batch) and batch["input_features"].size(0) == len(rows)
+    assert calls == [False]  # generation saw the audio
+    batch["advantages"] = torch.linspace(-1.0, 1.0, len(rows))
+    model.zero_grad()
+    trainer.compute_loss(model, batch).backward()
+    handle.remove()
+    assert calls[-1] is True  # the loss pass ran the encoder, with grad
+    grads = [p.grad for p in encoder.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
+    width = batch["completion_ids"].size(1)
+    with torch.no_grad():
+        real, _, _ = trainer._get_per_token_logps_and_entropies(
+            model, ids, mask, width, **{k: batch[k] for k in adapter.feature_keys})
+        swapped, _, _ = trainer._get_per_token_logps_and_entropies(
+            model, ids, mask, width, **{k: batch[k].flip(0) for k in adapter.feature_keys})
+        again, _, _ = trainer._get_per_token_logps_and_entropies(
+            model, ids, mask, width, **{k: batch[k] for k in adapter.feature_keys})
+    tokens = batch["completion_mask"].bool()
+    assert torch.isfinite(real[tokens]).all() and not torch.allclose(real[tokens], swapped[tokens])
+    # In training mode (as for every GRPO pass), two passes agree: no dropout noise in the ratios or the KL (the
+    # encoder's and the Q-former's dropout is 0.1 in Granite Speech configs; GRPO switches it off).
+    assert model.training and torch.equal(real, again)
+
+    # grpo and mpgrpo from the SFT model: a few steps each; the encoder and the LLM move; curves and summaries written.
+    for method in ("grpo", "mpgrpo"):
+        cfg = test_grpo.micro_config(reward_weights={"chrf": 1.0}, max_completion_length=64)
+        result = run_grpo(cfg, method, task, paths["out_dir"], root / "data", root / "models" / method / task,
+                          root / "models" / ".work" / method / task, root / "metrics" / method, root)
+        assert result.global_step == 2
+        moved = changed(state(paths["out_dir"]), state(result.model_dir))
+        assert any("encoder" in k for k in moved) and any("language_model" in k for k in moved), method
+        summary = json.loads((root / "metrics" / method / f"{task}.train.json").read_text())
+        assert summary["global_step"] == 2 and summary["validation"][0]["step"] == 2
+        curve = list(csv.DictReader((root / "metrics" / method / f"{task}.curve.csv").open()))
+        assert [r["step"] for r in curve] == ["1", "2"] and all(r["reward"] != "" for r in curve)
+        if method == "mpgrpo":  # the reference joined every group
+            assert all(r["reward_off_policy"] != "" for r in curve)
+
+    # evaluate every model: metrics with signatures, predictions holding every run, the listening check.
+    for name, folder in (("base", base), ("sft", paths["out_dir"]), ("grpo", root / "models" / "grpo" / task),
+                         ("mpgrpo", root / "models" / "mpgrpo" / task)):
+        scores = run_evaluate(test_sft.micro_config(), name, task, folder, root / "data", root / "metrics" / name)
+        assert all(math.isfinite(scores[k]) for k in ("bleu", "chrf", "bleu_swapped"))
+        metrics = json.loads((root / "metrics" / name / f"{task}.json").read_text())
+        for key in ("bleu", "bleu_swapped", "bleu_sampled_mean", "bleu_sampled_std", "signatures", "n"):
+            assert key in metrics, (name, key)
+        predictions = read_jsonl(root / "metrics" / name / f"{task}.predictions.jsonl")
+        assert [p["id"] for p in predictions] == [r["id"] for r in speech_rows]
+        assert all(len(p["sampled"]) == 2 and "greedy" in p and "swapped" in p for p in predictions)

@@ -279,6 +279,15 @@ def test_nan_guard_stops_grpo_with_a_clear_message(tmp_path: Path, speech_rows) 
     assert not (root / "models" / "grpo" / TASK).exists()  # no half-written output
 
 
+def test_switching_off_dropout_leaves_the_tiny_preset_as_it_is(tiny_sallm) -> None:
+    import copy
+
+    from steps.training.grpo import switch_off_dropout
+
+    model, _ = tiny_sallm
+    assert switch_off_dropout(copy.deepcopy(model)) == 0  # no dropout anywhere: GRPO on the presets is unchanged
+
+
 def test_trainer_class_is_built_on_trl_grpo_trainer() -> None:
     from trl import GRPOTrainer
 

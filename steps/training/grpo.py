@@ -9,7 +9,10 @@ Why a subclass: TRL 1.16 hands the processor's audio tensors to `generate()` onl
 passes would score the audio placeholder tokens without the audio (measured: the encoder got no gradient). Here the
 audio reaches every pass: `_tokenize_prompts` runs our processor on prompt + audio, the audio tensors ride along in the
 batch TRL shuffles and splits, and `_get_per_token_logps_and_entropies` passes them to the model. `_compute_loss` is
-ours too, because mixed-policy tokens need their own ratio: TRL has no reference-in-the-group mixing.
+ours too, because mixed-policy tokens need their own ratio: TRL has no reference-in-the-group mixing. With
+`grpo.use_vllm` (colocate), each row's clip rides in its engine request as `multi_modal_data` (gathered across a
+tensor-parallel group as TRL gathers the prompts), and off-policy rows stay out of TRL's vLLM importance-sampling
+correction and its `sampling/*` metrics (tests/test_grpo_vllm.py, with a fake engine; docs/gpu.md).
 
 Mixed policy (LUFFY, arXiv 2504.14945): the last `num_off_policy` completions of each group are replaced by the
 off-policy text + EOS before rewards are computed, so rewards and advantages are normalised over the joint group. In
@@ -42,7 +45,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
-from trl.trainer.utils import nanstd
+from trl.trainer.utils import nanmax, nanmin, nanstd
 
 from steps.core.config import Config, GrpoConfig
 from steps.core.io import atomic_write_text, read_jsonl
@@ -123,6 +126,37 @@ def off_policy_positions(n_local: int, process_index: int, num_generations: int,
     return [(start + i) % num_generations >= num_generations - num_off_policy for i in range(n_local)]
 
 
+def collapse_runs(ids: Sequence[int], token: int) -> list[int]:
+    """`ids` with every run of `token` cut to one `token` (the processor's expanded audio placeholder, unexpanded)."""
+    out: list[int] = []
+    for t in ids:
+        if t != token or not out or out[-1] != token:
+            out.append(t)
+    return out
+
+
+def switch_off_dropout(model: torch.nn.Module) -> int:
+    """Set every dropout of `model` to 0: nn.Dropout modules, and the float rates modules read in forward
+    (`attention_dropout`, Whisper-style `dropout` / `activation_dropout`, `layerdrop`).
+
+    The rollouts, the old-policy and reference passes and the loss pass must score the same policy: with dropout
+    on (all of them run in training mode) ratios, KL and the copies `encode_each_clip_once` shares would carry its
+    noise. Granite Speech configs have 0.1 in the encoder and the Q-former, whose attention reads a float that TRL's
+    `disable_dropout` (nn.Dropout only) does not reach; the Qwen2-Audio presets have 0 everywhere. The saved config is
+    unchanged. Returns how many were switched off.
+    """
+    switched = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout) and module.p > 0:
+            module.p = 0.0
+            switched += 1
+        for name, rate in list(vars(module).items()):
+            if isinstance(rate, float) and rate > 0 and (name.endswith("dropout") or name == "layerdrop"):
+                setattr(module, name, 0.0)
+                switched += 1
+    return switched
+
+
 # --- off-policy texts -------------------------------------------------------------------------------------------------
 
 
@@ -189,6 +223,7 @@ class AudioGRPOTrainer(GRPOTrainer):
                              "vllm_mode: colocate")
         for model in (self.model, getattr(self, "ref_model", None)):  # a group's G rows share one clip
             if model is not None:
+                switch_off_dropout(self.accelerator.unwrap_model(model))  # every pass scores the same policy
                 encode_each_clip_once(get_submodule(self.accelerator.unwrap_model(model), adapter.encoder))
 
     # -- audio in ----------------------------------------------------------------------------------------
@@ -203,9 +238,33 @@ class AudioGRPOTrainer(GRPOTrainer):
                 )[self.accelerator.process_index * len(inputs):(self.accelerator.process_index + 1) * len(inputs)]
             output.update({k: v.to(device) for k, v in (self._audio_fields or {}).items()})
             output["off_policy_mask"] = torch.tensor(self._off_mask or [False] * len(inputs), device=device)
+            if self.use_vllm and self.vllm_importance_sampling_correction and self.num_off_policy \
+                    and self.model.training:
+                self._keep_off_policy_rows_out_of_sampling_correction(output)
             return output
         finally:
             self._rows, self._audio_fields = [], None
+
+    def _keep_off_policy_rows_out_of_sampling_correction(self, output: dict[str, Any]) -> None:
+        """vLLM never sampled an off-policy row: its IS weight is 1 and TRL's ratio metrics cover on-policy rows only.
+
+        `_generate` gives those rows NaN sampling logprobs, which TRL treats as unscored tokens (ratio exp(0) = 1,
+        left out of `sampling/sampling_logp_difference`), but `sampling/importance_sampling_ratio/{min,mean,max}`
+        still count their 1s (with behaviour logprob 0 they counted ratios of ~0). Recomputed here as TRL does (per
+        process, then min / nan-mean / max over processes), on the on-policy rows; every process calls the gather.
+        """
+        off = output["off_policy_mask"]
+        ratio = output["importance_sampling_ratio"].masked_fill(off.view(-1, 1), 1.0)  # also under a clip_max < 1
+        output["importance_sampling_ratio"] = ratio
+        on = ~off
+        sequence_level = ratio.size(1) == 1  # one ratio per row, else one per token
+        values = ratio[on].flatten() if sequence_level else ratio[output["completion_mask"].bool() & on.view(-1, 1)]
+        nan = torch.tensor(float("nan"), device=ratio.device)
+        stats = torch.stack([values.min(), values.mean(), values.max()]) if values.numel() else nan.repeat(3)
+        stats = self.accelerator.gather(stats.unsqueeze(0))
+        metrics = self._metrics["train"]
+        for key, value in (("min", nanmin(stats[:, 0])), ("mean", stats[:, 1].nanmean()), ("max", nanmax(stats[:, 2]))):
+            metrics[f"sampling/importance_sampling_ratio/{key}"][-1] = value.item()
 
     def _tokenize_prompts(self, prompts: list[Any]) -> tuple[list[list[int]], None, dict[str, torch.Tensor]]:
         audios = [row["audio"] for row in self._rows]
@@ -221,14 +280,26 @@ class AudioGRPOTrainer(GRPOTrainer):
         if not self.use_vllm:
             return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
                                                  has_tool_images)
-        # vLLM colocate (GPU only, not exercised here): TRL passes token ids and images; add each row's audio.
-        llm = self.vllm_generation.llm
+        # vLLM colocate: TRL sends one request per row (token ids, n=1) to `llm.generate`; add each row's audio.
+        # Tested with a recorded fake engine (tests/test_grpo_vllm.py); a real rollout needs a GPU (docs/gpu.md).
+        vllm = self.vllm_generation
+        llm = vllm.llm
         rate = audio_extractor(self.processing_class).sampling_rate
         audios = [row["audio"] for row in self._rows]
+        if vllm.tensor_parallel_size > 1:
+            # TRL gathers the TP group's prompts (rank order) into one engine call and slices the answers back:
+            # gather the clips the same way, so that request i carries the audio of prompt i.
+            gathered: list[Any] = [None] * vllm.tensor_parallel_size
+            torch.distributed.all_gather_object(gathered, audios, group=vllm.tp_group)
+            audios = [audio for part in gathered for audio in part]
+        audio_token = self.processing_class.tokenizer.convert_tokens_to_ids(self.processing_class.audio_token)
         original = llm.generate
 
         def generate_with_audio(requests: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
             for request, audio in zip(requests, audios, strict=True):
+                # vLLM expands one audio token per clip itself: our prompt has it expanded already (measured with
+                # vLLM 0.33's processors: 53 audio tokens went in, 105 came out). The trainer keeps its own ids.
+                request["prompt_token_ids"] = collapse_runs(request["prompt_token_ids"], audio_token)
                 request["multi_modal_data"] = {"audio": (audio, rate)}
             return original(requests, *args, **kwargs)
 
@@ -292,8 +363,8 @@ class AudioGRPOTrainer(GRPOTrainer):
                 continue
             completion_ids[i] = ids
             completions[i] = tok.decode(ids, skip_special_tokens=True)
-            if logprobs is not None:
-                logprobs[i] = [0.0] * len(ids)  # behaviour probability 1
+            if logprobs is not None:  # vLLM's: this text was not sampled, so there is nothing to correct; NaN is
+                logprobs[i] = [float("nan")] * len(ids)  # TRL's unscored token (see _keep_off_policy_rows_out_...)
         self._off_mask = mask
         self._metrics["train"]["offpolicy/too_long"].append(float(too_long))
         self._metrics["train"]["offpolicy/fraction"].append(sum(mask) / max(n, 1))
