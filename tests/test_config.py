@@ -18,7 +18,7 @@ def test_repo_params_yaml_is_valid():
 def test_all_problems_reported_at_once_with_key_paths_and_fixes():
     raw = {
         "sed": 3,                                    # typo of a top-level key
-        "synth": {"voises": ["en"], "train": {"rate_wpm": [200, 100], "voices": ["en"]}},
+        "synth": {"voises": ["en"], "train": {"rate_wpm": [[200, 100]], "voices": ["en"]}},
         "prepare": {"sample_rate": "16k", "max_bad_fraction": 1.5,
                     "tasks": {"ast": {"source": {"kind": "covost", "path": "x"},
                                       "prompts": {"ast": ["no placeholder here"]}}}},
@@ -59,12 +59,12 @@ def test_a_report_why_key_naming_no_params_key_stops_loading_with_a_hint(tmp_pat
      "synth.test.voices: ['en'] also in train.voices"),
     ({"train": {"voices": ["en-US"], "variants": ["", "m1"]}, "validation": {"voices": ["x"], "variants": ["m1"]}},
      "synth.validation.variants: ['m1'] also in train.variants"),
-    ({"validation": {"voices": ["en-US-nyc"], "variants": ["m4"], "rate_wpm": [125, 140], "pitch": [72, 85]}},
+    ({"validation": {"voices": ["en-US-nyc"], "variants": ["m4"], "rate_wpm": [[161, 169]], "pitch": [[41, 49]]}},
      "synth.test.voices: ['en-US-nyc'] also in validation.voices"),
-    ({"test": {"voices": ["x"], "variants": ["m2"], "rate_wpm": [190, 220], "pitch": [15, 28]}},
-     "synth.test.rate_wpm: [190, 220] overlaps train.rate_wpm [145, 195]"),
-    ({"validation": {"voices": ["x"], "variants": ["m4"], "rate_wpm": [125, 140], "pitch": [60, 85]}},
-     "synth.validation.pitch: [60, 85] overlaps train.pitch [30, 70]"),
+    ({"test": {"voices": ["x"], "variants": ["m2"], "rate_wpm": [[150, 155]], "pitch": [[50, 59]]}},
+     "synth.test.rate_wpm: [[150, 155]] overlaps train.rate_wpm [[140, 160], [180, 200]]"),
+    ({"validation": {"voices": ["x"], "variants": ["m4"], "rate_wpm": [[161, 169]], "pitch": [[45, 52]]}},
+     "synth.test.pitch: [[50, 59]] overlaps validation.pitch [[45, 52]]"),
 ])
 def test_split_speakers_are_disjoint_in_voice_variant_and_ranges(synth, message):
     with pytest.raises(ConfigError) as err:

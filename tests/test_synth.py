@@ -74,8 +74,8 @@ def test_plan_is_deterministic_speaker_disjoint_and_pools_are_text_disjoint():
             for row in splits[split]:
                 voice, _, variant = row["speaker"].partition("+")
                 assert voice in allowed.voices and variant in allowed.variants, (pool, split, row["speaker"])
-                assert allowed.rate_wpm[0] <= row["rate_wpm"] <= allowed.rate_wpm[1]
-                assert allowed.pitch[0] <= row["pitch"] <= allowed.pitch[1]
+                assert any(lo <= row["rate_wpm"] <= hi for lo, hi in allowed.rate_wpm)
+                assert any(lo <= row["pitch"] <= hi for lo, hi in allowed.pitch)
         speakers = {split: {r["speaker"] for r in splits[split]} for split in ("train", "validation", "test")}
         assert not speakers["train"] & (speakers["validation"] | speakers["test"])
         assert not speakers["validation"] & speakers["test"]
@@ -116,7 +116,7 @@ def test_synth_is_bit_exact_under_the_same_seed(tmp_path: Path):
     generator (reseeded per clip, see steps.data.tts.Speaker.say). The `+f2` variant breathes, so it must be in the
     plan.
     """
-    train = {"voices": ["en-US"], "variants": ["f2"], "rate_wpm": [145, 195], "pitch": [30, 70]}
+    train = {"voices": ["en-US"], "variants": ["f2"], "rate_wpm": [[140, 160]], "pitch": [[25, 40]]}
     cfg = config_from_dict({**TINY, "synth": {**TINY["synth"], "train": train, "train_noise": {"fraction": 1.0}}})
     assert any(row["speaker"].endswith("+f2") for rows in plan_corpus(cfg)["ast"].values() for row in rows)
     run_synth(cfg, tmp_path / "a")
@@ -156,13 +156,27 @@ def test_no_sentence_of_validation_or_test_is_heard_in_training_or_pretraining()
     assert max(len(sentences(r["text"])) for r in plan["sqa"]["test"]) == 2  # passages of two sentences are split
 
 
+def test_training_speakers_surround_the_held_out_rates_and_pitches():
+    cfg = config_from_dict({**TINY, "synth": {**TINY["synth"], "sizes": {
+        p: {"train": 300, "validation": 10, "test": 10} for p in ("ast", "sqa", "pretrain")}}})
+    train = [r for p in ("ast", "sqa", "pretrain") for r in plan_corpus(cfg)[p]["train"]]
+    for key in ("rate_wpm", "pitch"):
+        values = {r[key] for r in train}
+        for split in ("validation", "test"):
+            (lo, hi), = getattr(cfg.synth.speakers(split), key)
+            assert not any(lo <= v <= hi for v in values)           # never used in training ...
+            assert min(values) < lo and max(values) > hi            # ... but inside what training heard
+        for lo, hi in getattr(cfg.synth.train, key):                # every band is drawn from
+            assert any(lo <= v <= hi for v in values)
+
+
 def test_training_clips_get_noise_and_held_out_splits_stay_clean():
     cfg = config_from_dict({**TINY, "synth": {**TINY["synth"], "sizes": {
         p: {"train": 200, "validation": 10, "test": 10} for p in ("ast", "sqa", "pretrain")}}})
     plan = plan_corpus(cfg)
     for pool in ("ast", "sqa", "pretrain"):
         noisy = [r["noise"] for r in plan[pool]["train"] if r["noise"]]
-        assert 0.35 < len(noisy) / 200 < 0.65, pool  # train_noise.fraction 0.5
+        assert 0.6 < len(noisy) / 200 < 0.9, pool  # train_noise.fraction 0.75
         assert {n["colour"] for n in noisy} == set(cfg.synth.train_noise.colours)
         assert {n["snr_db"] for n in noisy} <= set(cfg.synth.train_noise.snr_db)
         assert all(r["noise"] is None for k in ("validation", "test") for r in plan[pool][k])

@@ -90,15 +90,20 @@ TRAIN_VARIANTS: tuple[str, ...] = (
 NOISE_COLOURS: tuple[str, ...] = ("white", "pink", "brown")
 
 
+Bands = tuple[tuple[int, int], ...]  # inclusive [lo, hi] ranges, e.g. ((140, 160), (180, 200))
+
+
 @dataclasses.dataclass(frozen=True)
 class SpeakerSet:
-    """Who speaks one split: espeak accent voices crossed with timbre variants ("" = the voice's own), and the
-    ranges the speaking rate (words per minute) and pitch (espeak's 0-99) are drawn from, uniformly."""
+    """Who speaks one split: espeak accent voices crossed with timbre variants ("" = the voice's own), and the bands
+    the speaking rate (words per minute) and pitch (espeak's 0-99) are drawn from: a band with probability
+    proportional to its width, then a value uniformly within it. Bands let training surround the held-out values
+    (interpolation) rather than the test lying beyond everything training heard."""
 
     voices: tuple[str, ...] = ()
     variants: tuple[str, ...] = ("",)
-    rate_wpm: tuple[int, int] = (150, 190)
-    pitch: tuple[int, int] = (35, 65)
+    rate_wpm: Bands = ((150, 190),)
+    pitch: Bands = ((35, 65),)
 
     def problems(self) -> list[str]:
         out = []
@@ -106,13 +111,23 @@ class SpeakerSet:
             out.append("voices: must list at least one espeak voice, e.g. [en-US]")
         if not self.variants:
             out.append("variants: list at least one variant; use [''] for the voice's default")
-        lo, hi = self.rate_wpm
-        if not 80 <= lo <= hi <= 450:
-            out.append(f"rate_wpm: needs 80 <= min <= max <= 450 words per minute, got [{lo}, {hi}]")
-        lo, hi = self.pitch
-        if not 0 <= lo <= hi <= 99:
-            out.append(f"pitch: needs 0 <= min <= max <= 99 (espeak's scale), got [{lo}, {hi}]")
+        for name, lowest, highest, unit in (("rate_wpm", 80, 450, " words per minute"), ("pitch", 0, 99,
+                                                                                          " (espeak's scale)")):
+            bands = getattr(self, name)
+            if not bands:
+                out.append(f"{name}: list at least one [min, max] band")
+            for lo, hi in bands:
+                if not lowest <= lo <= hi <= highest:
+                    out.append(f"{name}: needs {lowest} <= min <= max <= {highest}{unit}, got [{lo}, {hi}]")
         return out
+
+
+def bands_overlap(a: Bands, b: Bands) -> bool:
+    return any(lo <= bhi and blo <= hi for lo, hi in a for blo, bhi in b)
+
+
+def _bands(bands: Bands) -> str:
+    return "[" + ", ".join(f"[{lo}, {hi}]" for lo, hi in bands) + "]"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +135,7 @@ class TrainNoise:
     """Noise mixed into a `fraction` of the training clips (every pool's train split): a colour and an SNR (dB,
     over the whole clip) drawn per clip from the lists. Held-out test conditions use SNRs not listed here."""
 
-    fraction: float = 0.5
+    fraction: float = 0.75
     snr_db: tuple[float, ...] = (6.0, 12.0, 18.0, 24.0, 30.0)
     colours: tuple[str, ...] = NOISE_COLOURS
 
@@ -146,9 +161,9 @@ class SynthConfig:
     evaluation's (`evaluate.conditions`). Sentences of validation and test never occur in training or pretraining."""
 
     train: SpeakerSet = SpeakerSet(("en-US", "en", "en-GB-scotland", "en-029", "en-GB-x-gbcwmd"), TRAIN_VARIANTS,
-                                   (145, 195), (30, 70))
-    validation: SpeakerSet = SpeakerSet(("en-GB-x-gbclan",), VALIDATION_VARIANTS, (125, 140), (72, 85))
-    test: SpeakerSet = SpeakerSet(("en-GB-x-rp", "en-US-nyc"), TEST_VARIANTS, (200, 220), (15, 28))
+                                   ((140, 160), (180, 200)), ((25, 40), (60, 75)))
+    validation: SpeakerSet = SpeakerSet(("en-GB-x-gbclan",), VALIDATION_VARIANTS, ((161, 169),), ((41, 49),))
+    test: SpeakerSet = SpeakerSet(("en-GB-x-rp", "en-US-nyc"), TEST_VARIANTS, ((170, 179),), ((50, 59),))
     train_noise: TrainNoise = TrainNoise()
     test_train_voices: bool = True
     workers: int = 2
@@ -165,12 +180,11 @@ class SynthConfig:
                 if shared:
                     out.append(f"{a}.{attr}: {shared} also in {b}.{attr}; each split must have its own speakers")
         for attr in ("rate_wpm", "pitch"):
-            for a in ("validation", "test"):
-                lo, hi = getattr(self.speakers(a), attr)
-                tlo, thi = getattr(self.train, attr)
-                if lo <= thi and tlo <= hi:
-                    out.append(f"{a}.{attr}: [{lo}, {hi}] overlaps train.{attr} [{tlo}, {thi}]; held-out speakers "
-                               "need a range training never used")
+            for a, b in (("validation", "train"), ("test", "train"), ("test", "validation")):
+                mine, theirs = getattr(self.speakers(a), attr), getattr(self.speakers(b), attr)
+                if bands_overlap(mine, theirs):
+                    out.append(f"{a}.{attr}: {_bands(mine)} overlaps {b}.{attr} {_bands(theirs)}; held-out "
+                               "speakers need values the other splits never used")
         if self.workers < 1:
             out.append(f"workers: must be >= 1, got {self.workers}")
         return out

@@ -40,6 +40,7 @@ from steps.core.config import (
     RESOLVED_CONFIG_NAME,
     TASKS,
     TRAIN_VOICES_SPLIT,
+    Bands,
     Config,
     SpeakerSet,
     TrainNoise,
@@ -88,10 +89,16 @@ def _sentence_group(pool: str, split: str) -> str:
     return split if pool in TASKS and split in _HELD_OUT else "train"
 
 
+def _in_bands(rng: random.Random, bands: Bands) -> int:
+    """A band with probability proportional to its width, then a value uniformly within it."""
+    lo, hi = rng.choices(bands, weights=[b - a + 1 for a, b in bands])[0]
+    return rng.randint(lo, hi)
+
+
 def _speaker(rng: random.Random, speakers: SpeakerSet) -> dict[str, Any]:
     variant = rng.choice(speakers.variants)
     return {"speaker": rng.choice(speakers.voices) + (f"+{variant}" if variant else ""),
-            "rate_wpm": rng.randint(*speakers.rate_wpm), "pitch": rng.randint(*speakers.pitch)}
+            "rate_wpm": _in_bands(rng, speakers.rate_wpm), "pitch": _in_bands(rng, speakers.pitch)}
 
 
 def _training_noise(rng: random.Random, noise: TrainNoise) -> dict[str, Any] | None:
