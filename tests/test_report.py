@@ -526,7 +526,7 @@ def test_artifacts_go_to_the_stage_run_and_the_parent_run(tmp_path, monkeypatch)
 def test_the_curve_title_says_how_validation_decoded():
     from steps.reporting.analysis import validation_decoding
 
-    assert validation_decoding(Config()) == "sampled T 0.9, top-p 0.9"  # the default: the paper's decoding
-    mixed = config_from_dict({"sft": {"eval_decoding": "greedy"}})
-    assert validation_decoding(mixed) == ("SFT greedy; SFT (matched compute) greedy; GRPO sampled T 0.9, top-p 0.9; "
-                                          "MP-GRPO sampled T 0.9, top-p 0.9")  # sft_matched inherits sft's
+    assert validation_decoding(Config()) == "greedy"  # the default: no pass-to-pass noise (docs/tuning.md)
+    mixed = config_from_dict({"sft": {"eval_decoding": "sampled"}})
+    assert validation_decoding(mixed) == ("SFT sampled T 0.9, top-p 0.9; SFT (matched compute) sampled T 0.9, "
+                                          "top-p 0.9; GRPO greedy; MP-GRPO greedy")  # sft_matched inherits sft's

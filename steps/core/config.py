@@ -476,7 +476,7 @@ class SftConfig:
     train_limit: int | None = None
     eval_every: int = 75
     eval_examples: int = 200
-    eval_decoding: Literal["sampled", "greedy"] = "sampled"
+    eval_decoding: Literal["sampled", "greedy"] = "greedy"
     eval_batch_size: int = 32
     max_new_tokens: int = 48
     logging_steps: int = 1
@@ -575,7 +575,7 @@ class GrpoConfig:
     train_limit: int | None = None
     eval_every: int = 10
     eval_examples: int = 200
-    eval_decoding: Literal["sampled", "greedy"] = "sampled"
+    eval_decoding: Literal["sampled", "greedy"] = "greedy"
     eval_batch_size: int = 32
     max_new_tokens: int = 48
     logging_steps: int = 1
