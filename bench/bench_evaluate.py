@@ -98,7 +98,7 @@ def reuse_table(model: Any, processor: Any, prompts: list[str], audios: list[Any
     import datasets
 
     from steps.core.config import EvaluateConfig
-    from steps.evaluation.evaluate import decode_all
+    from steps.evaluation.evaluator import decode_all
 
     dataset = datasets.Dataset.from_dict({"prompt": prompts, "audio": [list(map(float, a)) for a in audios]})
     batch_size = max(args.batch_sizes)

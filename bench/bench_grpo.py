@@ -38,7 +38,7 @@ from steps.modeling.batches import encode_prompts, model_inputs  # noqa: E402
 from steps.modeling.encoder_speedups import encode_each_clip_once  # noqa: E402
 from steps.modeling.families import adapter_for, get_submodule  # noqa: E402
 from steps.modeling.loading import load_model_and_processor  # noqa: E402
-from steps.training.grpo import build_trainer  # noqa: E402
+from steps.training.grpo_trainer import build_trainer  # noqa: E402
 from steps.training.rewards import bleu_reward  # noqa: E402
 
 

@@ -34,17 +34,9 @@ from steps.modeling.families import adapter_for, get_submodule
 from steps.modeling.generation import GenerationSettings, generate
 from steps.modeling.loading import parameter_count
 from steps.modeling.tiny import build_tiny
-from steps.training.pretraining import (
-    CharVocab,
-    Clip,
-    Tokenised,
-    ctc_loss,
-    encode_audio,
-    extract_features,
-    pad_features,
-    sallm_batch,
-    sallm_loss,
-)
+from steps.training.ctc import CharVocab, ctc_loss, encode_audio
+from steps.training.pretraining import Tokenised, sallm_batch, sallm_loss
+from steps.training.pretraining_clips import Clip, extract_features, pad_features
 
 PROMPT = "Transcribe the audio <|audio|>"
 ANSWER = "On Monday Emma takes the big bags in the office."

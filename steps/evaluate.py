@@ -1,5 +1,5 @@
 """The evaluate stage: one model on one task's test split, with the paper's decoding and metrics and the listening
-check (steps/evaluation/evaluate.py).
+check (steps/evaluation/evaluator.py).
 
     python -m steps.evaluate --model sft --task sqa [--params params.yaml] [-S evaluate.sampled_runs=5 ...]
     python -m steps.evaluate --model all --task ast     # every model that exists (pipeline models, extras)
@@ -9,10 +9,9 @@ Outputs: metrics/<model>/<task>.json and metrics/<model>/<task>.predictions.json
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from steps.core.config import TASKS, config_from_args, stage_parser
-from steps.evaluation.evaluate import available_models, model_path, run_evaluate
+from steps.core.paths import RunPaths
+from steps.evaluation.evaluator import available_models, run_evaluate
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,13 +21,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--task", required=True, choices=TASKS)
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
-    root = Path(args.params).resolve().parent
-    names = available_models(cfg, root, args.task) if args.model == "all" else [args.model]
+    paths = RunPaths.for_params(cfg, args.params)
+    names = available_models(cfg, paths, args.task) if args.model == "all" else [args.model]
     if not names:
         raise SystemExit(f"no model to evaluate for {args.task}: run the pretrain/sft stages first")
     for name in names:
-        run_evaluate(cfg, name, args.task, model_path(cfg, root, name, args.task),
-                     root / cfg.paths.data / "prepared", root / cfg.paths.metrics / name)
+        run_evaluate(cfg, name, args.task, paths)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from steps.core.config import POOLS, config_from_args, stage_parser
+from steps.core.paths import RunPaths
 from steps.data.preparation import run_prepare
 
 
@@ -22,8 +23,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = config_from_args(args)
-    out = Path(args.out) if args.out else Path(cfg.paths.data) / "prepared" / args.task
-    run_prepare(cfg, args.task, Path(args.params).resolve().parent, out)
+    paths = RunPaths.for_params(cfg, args.params)
+    out = Path(args.out) if args.out else paths.prepared / args.task
+    run_prepare(cfg, args.task, paths.root, out)
 
 
 if __name__ == "__main__":

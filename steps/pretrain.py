@@ -8,18 +8,15 @@ Outputs: models/base, metrics/base/pretrain.json, samples.json, learning_curve.c
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from steps.core.config import config_from_args, stage_parser
+from steps.core.paths import RunPaths
 from steps.training.pretraining import run_pretrain
 
 
 def main(argv: list[str] | None = None) -> None:
     args = stage_parser(__doc__.split("\n\n")[0]).parse_args(argv)
     cfg = config_from_args(args)
-    root = Path(args.params).resolve().parent
-    paths = cfg.paths
-    run_pretrain(cfg, root, root / paths.data / "prepared", root / paths.models / "base", root / paths.metrics / "base")
+    run_pretrain(cfg, RunPaths.for_params(cfg, args.params))
 
 
 if __name__ == "__main__":

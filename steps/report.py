@@ -13,8 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from steps.core.config import config_from_args, stage_parser
+from steps.core.paths import RunPaths
 from steps.reporting.render import MARK_BEGIN, MARK_END, update_readme
-from steps.reporting.report import run_report
+from steps.reporting.report_builder import run_report
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,17 +26,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--readme-path", default=None, help="the README to update (default: README.md beside params)")
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
-    root = Path(args.params).resolve().parent
-    out_dir = root / cfg.paths.reports
+    paths = RunPaths.for_params(cfg, args.params)
     if args.readme:
-        readme = Path(args.readme_path) if args.readme_path else root / "README.md"
+        readme = Path(args.readme_path) if args.readme_path else paths.root / "README.md"
         try:
-            update_readme(readme, out_dir / "report.json", root / "sweeps" / "seeds.json")
+            update_readme(readme, paths.reports / "report.json", paths.sweeps / "seeds.json")
         except (ValueError, FileNotFoundError) as exc:
             raise SystemExit(f"report --readme: {exc}") from exc
         print(f"report: results table updated in {readme}", flush=True)
         return
-    run_report(cfg, root / cfg.paths.metrics, out_dir)
+    run_report(cfg, paths.metrics, paths.reports)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,8 @@ Outputs: sweeps/runs/seed-<n>/{models,metrics}, sweeps/seeds.json, sweeps/seeds.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from steps.core.config import config_from_args, stage_parser
+from steps.core.paths import RunPaths
 from steps.training.seed_sweep import run_sweep
 
 
@@ -24,8 +23,8 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(args.seed or []) - set(cfg.sweep.seeds))
     if unknown:
         raise SystemExit(f"--seed {unknown}: not in sweep.seeds {list(cfg.sweep.seeds)}; add them to params.yaml")
-    root = Path(args.params).resolve().parent
-    run_sweep(cfg, root, root / "sweeps", args.seed)
+    paths = RunPaths.for_params(cfg, args.params)
+    run_sweep(cfg, paths.root, paths.sweeps, args.seed)
 
 
 if __name__ == "__main__":

@@ -8,16 +8,15 @@ Outputs: data/synth/{ast,sqa,pretrain}/ (`<split>.jsonl` manifests + `audio.zip`
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from steps.core.config import config_from_args, stage_parser
+from steps.core.paths import RunPaths
 from steps.data.corpus import run_synth
 
 
 def main(argv: list[str] | None = None) -> None:
     args = stage_parser(__doc__).parse_args(argv)
     cfg = config_from_args(args)
-    run_synth(cfg, Path(args.params).resolve().parent / cfg.paths.data / "synth")
+    run_synth(cfg, RunPaths.for_params(cfg, args.params).synth)
 
 
 if __name__ == "__main__":

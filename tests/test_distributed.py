@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.test_grpo import TASK
+from tests.helpers import TASK
 from tests.tiny_sallm import workspace
 
 GRPO = {"init": "base", "max_steps": 3, "eval_every": 3, "prompts_per_step": 2, "num_generations": 4, "lr": 0.001,
@@ -23,11 +23,7 @@ GRPO = {"init": "base", "max_steps": 3, "eval_every": 3, "prompts_per_step": 2, 
 
 def launch(root: Path, processes: int) -> dict[str, Any]:
     params = root / "params.yaml"
-    params.write_text(yaml.safe_dump({"grpo": GRPO, "paths": {"data": "data_root", "models": "models",
-                                                              "metrics": f"metrics{processes}"}}))
-    (root / "data_root").mkdir(exist_ok=True)
-    if not (root / "data_root" / "prepared").exists():
-        (root / "data_root" / "prepared").symlink_to(root / "data")
+    params.write_text(yaml.safe_dump({"grpo": GRPO, "paths": {"metrics": f"metrics{processes}"}}))
     env = {**os.environ, "SPEECH_GRPO_TRACKING": "off", "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     stage = ["-m", "steps.grpo", "--task", TASK, "--params", str(params), "-S", "grpo.init=base"]
     if processes == 1:

@@ -13,13 +13,12 @@ import torch
 
 from steps.core.config import ConfigError, EvaluateConfig, HeldOutConditions, config_from_dict
 from steps.core.io import read_jsonl
-from steps.evaluation.evaluate import (
+from steps.evaluation.evaluator import (
     Decoded,
     available_models,
     build_metrics,
     decode_all,
     decode_conditions,
-    model_path,
     noisy_audio,
     prediction_rows,
     run_evaluate,
@@ -27,8 +26,8 @@ from steps.evaluation.evaluate import (
 )
 from steps.modeling.encoder_speedups import encoder_outputs_reused
 from steps.modeling.families import adapter_for, get_submodule
-from steps.training.sft import run_sft
-from tests.test_sft import TASK, micro_config, sft_paths
+from steps.training.sft_trainer import run_sft
+from tests.helpers import TASK, micro_paths, sft_micro_config
 from tests.tiny_sallm import RATE, build_micro, to_dataset, workspace
 
 REFS = ["the cat sat on the mat", "a dog runs in the park", "we read a book today"]
@@ -128,11 +127,12 @@ def test_models_are_found_by_name_and_extras_listed_in_params(tmp_path: Path) ->
     (tmp_path / "models" / "base").mkdir(parents=True)
     (tmp_path / "models" / "sft" / "sqa").mkdir(parents=True)
     (tmp_path / "ckpt").mkdir()
-    assert model_path(cfg, tmp_path, "sft", "sqa") == tmp_path / "models" / "sft" / "sqa"
-    assert available_models(cfg, tmp_path, "sqa") == ["base", "sft", "mine"]
-    assert available_models(cfg, tmp_path, "ast") == ["base", "mine"]
+    paths = micro_paths(tmp_path)
+    assert paths.model("sft", "sqa", cfg.evaluate.extra_models) == tmp_path / "models" / "sft" / "sqa"
+    assert available_models(cfg, paths, "sqa") == ["base", "sft", "mine"]
+    assert available_models(cfg, paths, "ast") == ["base", "mine"]
     with pytest.raises(ValueError, match="unknown model 'nope'"):
-        model_path(cfg, tmp_path, "nope", "sqa")
+        paths.model("nope", "sqa", cfg.evaluate.extra_models)
     with pytest.raises(ConfigError, match="pipeline model names"):
         config_from_dict({"evaluate": {"extra_models": {"sft": "x"}}})
 
@@ -140,13 +140,11 @@ def test_models_are_found_by_name_and_extras_listed_in_params(tmp_path: Path) ->
 @pytest.mark.slow
 def test_sft_model_beats_the_untrained_one_and_predictions_hold_all_runs(tmp_path: Path, speech_rows) -> None:
     root = workspace(tmp_path, speech_rows)
-    paths = sft_paths(root)
+    paths = micro_paths(root)
     # Selected on greedy BLEU, as asserted below (8 sampled validation answers of a micro model pick noise).
-    cfg = micro_config(max_steps=60, eval_every=30, batch_size=8, eval_decoding="greedy")
-    run_sft(cfg, TASK, **paths)
-    scores = {}
-    for name, folder in (("base", paths["base_dir"]), ("sft", paths["out_dir"])):
-        scores[name] = run_evaluate(cfg, name, TASK, folder, root / "data", root / "metrics" / name)
+    cfg = sft_micro_config(max_steps=60, eval_every=30, batch_size=8, eval_decoding="greedy")
+    run_sft(cfg, TASK, paths)
+    scores = {name: run_evaluate(cfg, name, TASK, paths) for name in ("base", "sft")}
     # Same data (train = test here): SFT must have learnt something the random model has not.
     assert scores["sft"]["chrf"] > scores["base"]["chrf"] + 2
     assert scores["sft"]["bleu"] >= scores["base"]["bleu"]
@@ -181,7 +179,7 @@ def test_conditions_decode_noisy_swapped_and_training_speaker_audio(speech_rows,
         calls.append((list(prompts), [np.asarray(a) for a in audios]))
         return [f"h{len(calls)}-{i}" for i in range(len(prompts))]
 
-    monkeypatch.setattr("steps.evaluation.evaluate.generate", fake_generate)
+    monkeypatch.setattr("steps.evaluation.evaluator.generate", fake_generate)
     test, reference = to_dataset(speech_rows[:4]), to_dataset(speech_rows[4:7])
     ecfg = EvaluateConfig(conditions=HeldOutConditions(snr_db=(20.0, 10.0)))
     out = Decoded()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -20,32 +19,14 @@ import torch
 
 from steps.modeling.batches import encode_for_training, encode_prompts
 from steps.modeling.families import ADAPTERS, adapter_for, get_submodule
-
-AUDIO_TOKEN_ID = 5
-VOCAB = 64
-
-
-def tiny_granite(vocab: int = VOCAB, audio_token_id: int = AUDIO_TOKEN_ID, window_size: int = 4,
-                 downsample_rate: int = 2, max_positions: int = 128, special: tuple[int, int, int | None] = (0, 1, 2),
-                 input_dim: int = 16):
-    """A random tiny GraniteSpeechForConditionalGeneration; `special` = (pad, eos, bos) token ids."""
-    from transformers import GraniteSpeechConfig, GraniteSpeechForConditionalGeneration
-
-    pad, eos, bos = special
-    config = GraniteSpeechConfig(
-        text_config={"model_type": "granite", "vocab_size": vocab, "hidden_size": 32, "num_hidden_layers": 1,
-                     "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 64,
-                     "max_position_embeddings": max_positions, "pad_token_id": pad, "eos_token_id": eos,
-                     "bos_token_id": bos},
-        encoder_config={"input_dim": input_dim, "num_layers": 1, "hidden_dim": 32, "num_heads": 2, "output_dim": 8,
-                        "context_size": 20, "max_pos_emb": 32, "conv_kernel_size": 3, "feedforward_mult": 2},
-        projector_config={"model_type": "blip_2_qformer", "hidden_size": 32, "num_hidden_layers": 1,
-                          "num_attention_heads": 2, "intermediate_size": 64, "encoder_hidden_size": 32},
-        audio_token_index=audio_token_id, window_size=window_size, downsample_rate=downsample_rate,
-        has_lora_adapter=False,
-    )
-    torch.manual_seed(0)
-    return GraniteSpeechForConditionalGeneration(config).eval()
+from tests.helpers import TASK, grpo_micro_config, grpo_micro_trainer, micro_paths, sft_micro_config, validation_loss
+from tests.tiny_granite import (
+    AUDIO_TOKEN_ID,
+    granite_workspace,
+    same_token_count_pair,
+    tiny_granite,
+    torchaudio_imports,
+)
 
 
 def test_tiny_granite_speech_forward_and_generate() -> None:
@@ -73,7 +54,7 @@ def test_tiny_granite_speech_forward_and_generate() -> None:
 def test_grpo_switches_off_granite_dropout_that_trl_does_not_reach() -> None:
     from trl.trainer.utils import disable_dropout_in_model
 
-    from steps.training.grpo import switch_off_dropout
+    from steps.training.grpo_trainer import switch_off_dropout
 
     model = tiny_granite().train()  # Granite Speech's config defaults: dropout 0.1 in the encoder and the Q-former
     features = torch.randn(2, 12, 16)
@@ -90,13 +71,6 @@ def test_grpo_switches_off_granite_dropout_that_trl_does_not_reach() -> None:
     assert switch_off_dropout(model) > 0
     assert torch.equal(logits(), logits()) and switch_off_dropout(model) == 0
 
-
-def torchaudio_imports() -> bool:
-    try:
-        import torchaudio  # noqa: F401
-    except Exception:  # absent, or a build that does not match torch (CPU torch + the registry's CUDA torchaudio)
-        return False
-    return True
 
 
 @pytest.mark.skipif(not torchaudio_imports(), reason="GraniteSpeechFeatureExtractor needs torchaudio")
@@ -136,51 +110,10 @@ def test_real_granite_processor_through_the_project_encoding() -> None:
 # --- every stage ------------------------------------------------------------------------------------------------------
 
 
-def granite_workspace(root: Path, rows: list[dict[str, Any]], task: str = "ast") -> Path:
-    """tests/tiny_sallm.workspace with a tiny Granite Speech as models/base: the real processor with the released
-    checkpoints' extractor settings (80 mels, stacked in pairs to the encoder's 160 inputs; projector window 15,
-    downsample 5), the tiny preset's BPE tokenizer and chat template. Needs torchaudio (the extractor).
-
-    80 mels because a saved GraniteSpeechFeatureExtractor reloads with n_mels=80 whatever it was saved with
-    (transformers 5.20.2 writes n_mels inside `melspec_kwargs` and reads it as a top-level argument)."""
-    from transformers import GraniteSpeechFeatureExtractor, GraniteSpeechProcessor
-
-    from steps.modeling.loading import prepare_tokens
-    from steps.modeling.tiny import CHAT_TEMPLATE, save, train_tokenizer
-    from tests.tiny_sallm import MICRO, to_dataset
-
-    for split in ("train", "validation", "test"):
-        to_dataset(rows).save_to_disk(str(root / "data" / task / split))
-    texts = [t for r in rows for t in (r["prompt"].replace("<|audio|>", " "), r["reference"], r["transcript"])]
-    tok = train_tokenizer(texts, MICRO.vocab_size)
-    extractor = GraniteSpeechFeatureExtractor()
-    processor = GraniteSpeechProcessor(audio_processor=extractor, tokenizer=tok, chat_template=CHAT_TEMPLATE)
-    model = tiny_granite(vocab=len(tok), audio_token_id=tok.convert_tokens_to_ids(processor.audio_token),
-                         window_size=extractor.projector_window_size,
-                         downsample_rate=extractor.projector_downsample_rate, max_positions=512,
-                         special=(tok.pad_token_id, tok.eos_token_id, None), input_dim=2 * extractor.feature_size)
-    model.generation_config.eos_token_id, model.generation_config.pad_token_id = tok.eos_token_id, tok.pad_token_id
-    model.generation_config.bos_token_id = None
-    prepare_tokens(model, processor)
-    save(model.train(), processor, root / "models" / "base")
-    return root
-
 
 needs_torchaudio = pytest.mark.skipif(not torchaudio_imports(), reason="GraniteSpeechFeatureExtractor needs torchaudio "
                                       "(the GPU dependency set, requirements/gpu.txt; docs/gpu.md)")
 
-
-def same_token_count_pair(processor: Any, rows: list[dict[str, Any]]) -> list[int]:
-    """Two examples whose clips get as many audio tokens (their audio can be swapped without changing the prompts)."""
-    from steps.modeling.batches import audio_extractor
-
-    sizes = audio_extractor(processor)([r["audio"] for r in rows])["audio_embed_sizes"]
-    sizes = [int(s) for s in sizes]
-    for i in range(len(rows)):
-        for j in range(i + 1, len(rows)):
-            if sizes[i] == sizes[j]:
-                return [i, j]
-    raise AssertionError(f"no two fixture clips with the same audio token count: {sizes}")
 
 
 @pytest.mark.slow
@@ -193,13 +126,11 @@ def test_granite_speech_through_sft_grpo_mpgrpo_and_evaluate(tmp_path: Path, spe
     from safetensors.torch import load_file
 
     from steps.core.io import read_jsonl
-    from steps.evaluation.evaluate import run_evaluate
-    from steps.training.grpo import run_grpo
-    from steps.training.sft import run_sft
-    from tests import test_grpo, test_sft
-
+    from steps.evaluation.evaluator import run_evaluate
+    from steps.training.grpo_trainer import run_grpo
+    from steps.training.sft_trainer import run_sft
     monkeypatch.setenv("SPEECH_GRPO_TRACKING", "off")
-    task = test_sft.TASK
+    task = TASK
     root = granite_workspace(tmp_path, speech_rows, task)
     base = root / "models" / "base"
     adapter = ADAPTERS["granite_speech"]
@@ -212,18 +143,19 @@ def test_granite_speech_through_sft_grpo_mpgrpo_and_evaluate(tmp_path: Path, spe
         return [k for k in before if not torch.equal(before[k], after[k])]
 
     # sft: validation loss falls, most tensors (encoder, projector and LLM among them) move, outputs are written.
-    paths = test_sft.sft_paths(root)
-    result = run_sft(test_sft.micro_config(keep_checkpoints=False), task, **paths)
+    paths = micro_paths(root)
+    sft_dir = paths.model("sft", task)
+    result = run_sft(sft_micro_config(keep_checkpoints=False), task, paths)
     assert result.global_step == 20
-    assert test_sft.validation_loss(paths["out_dir"], speech_rows) < test_sft.validation_loss(base, speech_rows)
-    moved = changed(state(base), state(paths["out_dir"]))
+    assert validation_loss(sft_dir, speech_rows) < validation_loss(base, speech_rows)
+    moved = changed(state(base), state(sft_dir))
     assert len(moved) > len(state(base)) // 2
     assert all(any(part in k for k in moved) for part in ("encoder", "projector", "language_model"))
-    assert json.loads(paths["metrics_path"].read_text())["global_step"] == 20
-    assert (paths["out_dir"] / "resolved_params.yaml").is_file() and not paths["work_dir"].exists()
+    assert json.loads(paths.train_summary("sft", task).read_text())["global_step"] == 20
+    assert (sft_dir / "resolved_params.yaml").is_file() and not paths.work("sft", task).exists()
 
     # The GRPO loss pass: the audio reaches it (the encoder gets gradient) and other audio changes the log-probs.
-    trainer = test_grpo.micro_trainer(root)
+    trainer = grpo_micro_trainer(root)
     model = trainer.model
     encoder = get_submodule(model, adapter.encoder)
     calls: list[bool] = []
@@ -258,11 +190,10 @@ def test_granite_speech_through_sft_grpo_mpgrpo_and_evaluate(tmp_path: Path, spe
 
     # grpo and mpgrpo from the SFT model: a few steps each; the encoder and the LLM move; curves and summaries written.
     for method in ("grpo", "mpgrpo"):
-        cfg = test_grpo.micro_config(reward_weights={"chrf": 1.0}, max_completion_length=64)
-        result = run_grpo(cfg, method, task, paths["out_dir"], root / "data", root / "models" / method / task,
-                          root / "models" / ".work" / method / task, root / "metrics" / method, root)
+        cfg = grpo_micro_config(init="sft", reward_weights={"chrf": 1.0}, max_completion_length=64)
+        result = run_grpo(cfg, method, task, paths)
         assert result.global_step == 2
-        moved = changed(state(paths["out_dir"]), state(result.model_dir))
+        moved = changed(state(sft_dir), state(result.model_dir))
         assert any("encoder" in k for k in moved) and any("language_model" in k for k in moved), method
         summary = json.loads((root / "metrics" / method / f"{task}.train.json").read_text())
         assert summary["global_step"] == 2 and summary["validation"][0]["step"] == 2
@@ -272,9 +203,8 @@ def test_granite_speech_through_sft_grpo_mpgrpo_and_evaluate(tmp_path: Path, spe
             assert all(r["reward_off_policy"] != "" for r in curve)
 
     # evaluate every model: metrics with signatures, predictions holding every run, the listening check.
-    for name, folder in (("base", base), ("sft", paths["out_dir"]), ("grpo", root / "models" / "grpo" / task),
-                         ("mpgrpo", root / "models" / "mpgrpo" / task)):
-        scores = run_evaluate(test_sft.micro_config(), name, task, folder, root / "data", root / "metrics" / name)
+    for name in ("base", "sft", "grpo", "mpgrpo"):
+        scores = run_evaluate(sft_micro_config(), name, task, paths)
         assert all(math.isfinite(scores[k]) for k in ("bleu", "chrf", "bleu_swapped"))
         metrics = json.loads((root / "metrics" / name / f"{task}.json").read_text())
         for key in ("bleu", "bleu_swapped", "bleu_sampled_mean", "bleu_sampled_std", "signatures", "n"):

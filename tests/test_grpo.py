@@ -11,40 +11,10 @@ import pytest
 import torch
 
 from steps.core.config import ConfigError, config_from_dict
-from steps.data.splits import load_split, training_view
 from steps.training.checkpoints import NonFiniteLossError
-from steps.training.grpo import (
-    AudioGRPOTrainer,
-    OffPolicySource,
-    build_trainer,
-    curve_csv,
-    floored_advantages,
-    off_policy_positions,
-    policy_token_loss,
-    run_grpo,
-)
+from steps.training.grpo_trainer import AudioGRPOTrainer, curve_csv, run_grpo
+from tests.helpers import TASK, grpo_micro_config, grpo_micro_trainer, micro_paths, run_grpo_micro, state_of
 from tests.tiny_sallm import workspace
-
-TASK = "ast"
-
-
-def micro_config(**grpo: Any) -> Any:
-    settings = {"init": "base", "max_steps": 2, "eval_every": 2, "prompts_per_step": 2, "num_generations": 4,
-                "lr": 1e-3, "max_completion_length": 8, "eval_examples": 4, "eval_batch_size": 4,
-                "max_new_tokens": 8, "threads": 1, "beta": 0.02, **grpo}
-    return config_from_dict({"grpo": settings, "mpgrpo": {"num_off_policy": 1}})
-
-
-def run(root: Path, method: str = "grpo", callbacks: list[Any] | None = None, **grpo: Any) -> Any:
-    cfg = micro_config(**grpo)
-    return run_grpo(cfg, method, TASK, root / "models" / "base", root / "data", root / "models" / method / TASK,
-                    root / "models" / ".work" / method / TASK, root / "metrics" / method, root, callbacks)
-
-
-def state_of(model_dir: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return {k: v for p in sorted(model_dir.glob("*.safetensors")) for k, v in load_file(p).items()}
 
 
 @pytest.fixture(autouse=True)
@@ -52,67 +22,7 @@ def no_tracking(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPEECH_GRPO_TRACKING", "off")
 
 
-# --- the loss ---------------------------------------------------------------------------------------------------------
-
-
-def test_on_policy_tokens_are_clipped_and_off_policy_tokens_are_not() -> None:
-    # Row 0 on-policy, row 1 off-policy; both with probability ratios far above 1 + eps and a positive advantage.
-    old = torch.log(torch.tensor([[0.1, 0.1], [1.0, 1.0]]))
-    logps = torch.log(torch.tensor([[0.5, 0.5], [0.5, 0.5]])).requires_grad_()
-    adv = torch.tensor([1.0, 1.0])
-    loss, clipped = policy_token_loss(logps, old, adv, torch.tensor([False, True]), 0.2, 0.2)
-    loss.sum().backward()
-    assert clipped[0].all() and not clipped[1].any()
-    assert torch.all(logps.grad[0] == 0)  # clipped: no gradient
-    # Off-policy: loss = -pi * A, so d/dlogp = -pi = -0.5 (behaviour probability 1, no clip).
-    assert torch.allclose(logps.grad[1], torch.tensor([-0.5, -0.5]))
-    assert torch.allclose(loss[1].detach(), torch.tensor([-0.5, -0.5]))
-
-
-def test_std_floor_keeps_noise_level_reward_differences_small() -> None:
-    rewards = torch.tensor([[0.10], [0.11], [0.12], [0.13], [0.0], [1.0], [0.0], [1.0]])  # two groups of 4
-    adv = floored_advantages(rewards, torch.tensor([1.0]), group=4, floor=1 / 3)
-    noise, signal = adv[:4], adv[4:]
-    assert torch.allclose(noise, (rewards[:4, 0] - 0.115) * 3)  # std 0.013 < floor: divided by 1/3, not 0.013
-    assert noise.abs().max() < 0.05
-    std = rewards[4:, 0].std()  # 0.577 > floor: plain group normalisation
-    assert torch.allclose(signal, (rewards[4:, 0] - 0.5) / std)
-    unscorable = torch.tensor([[float("nan")], [0.2], [0.4], [0.6]])
-    assert floored_advantages(unscorable, torch.tensor([1.0]), 4, 0.1)[0] == 0
-
-
-def test_policy_shaping_rescales_off_policy_ratios() -> None:
-    logps = torch.log(torch.tensor([[0.1]]))
-    loss, _ = policy_token_loss(logps, logps, torch.tensor([2.0]), torch.tensor([True]), 0.2, 0.2, shaping_gamma=0.1)
-    assert torch.allclose(loss, torch.tensor([[-2.0 * 0.1 / (0.1 + 0.1)]]))
-
-
-def test_on_policy_loss_matches_ppo_surrogate_inside_the_clip_range() -> None:
-    logps = torch.log(torch.tensor([[0.5]]))
-    old = torch.log(torch.tensor([[0.45]]))
-    loss, clipped = policy_token_loss(logps, old, torch.tensor([-1.5]), torch.tensor([False]), 0.2, 0.2)
-    assert not clipped.any()
-    assert torch.allclose(loss, torch.tensor([[1.5 * 0.5 / 0.45]]))
-
-
-def test_off_policy_positions_are_the_last_k_of_every_group_across_processes() -> None:
-    assert off_policy_positions(8, 0, 4, 1) == [False, False, False, True] * 2
-    # 2 processes, 6 rows each, groups of 4 spanning the boundary: global rows 3, 7, 11 are off-policy.
-    assert [i for i, off in enumerate(off_policy_positions(6, 0, 4, 1)) if off] == [3]
-    assert [i for i, off in enumerate(off_policy_positions(6, 1, 4, 1)) if off] == [1, 5]
-    assert off_policy_positions(4, 0, 4, 0) == [False] * 4
-
-
-def test_off_policy_source_reads_recorded_outputs_and_names_missing_ids(tmp_path: Path) -> None:
-    path = tmp_path / "big.jsonl"
-    path.write_text(json.dumps({"id": "a", "greedy": "ein Hund"}) + "\n")
-    cfg = micro_config(off_policy_source=str(path))
-    source = OffPolicySource.from_config(cfg.grpo, tmp_path)
-    assert source.text_for({"id": "a", "reference": "x"}) == "ein Hund"
-    with pytest.raises(KeyError, match="no output for example 'b'"):
-        source.text_for({"id": "b", "reference": "x"})
-    with pytest.raises(FileNotFoundError, match="off_policy_source"):
-        OffPolicySource.from_config(micro_config(off_policy_source="missing.jsonl").grpo, tmp_path)
+# --- settings and curves ---------------------------------------------------------------------------------------------
 
 
 def test_grpo_config_reports_every_problem_at_once() -> None:
@@ -137,18 +47,6 @@ def test_curve_csv_merges_points_of_a_step() -> None:
 # --- the trainer ------------------------------------------------------------------------------------------------------
 
 
-def micro_trainer(root: Path, method: str = "grpo", **grpo: Any) -> Any:
-    from steps.modeling.loading import load_model_and_processor
-
-    cfg = micro_config(**grpo)
-    model, processor = load_model_and_processor(root / "models" / "base", cfg.model)
-    train = training_view(load_split(root / "data", TASK, "train"))
-    validation = training_view(load_split(root / "data", TASK, "validation"), 4)
-    trainer = build_trainer(cfg, method, model, processor, train, validation, root / "work", root, [])
-    trainer.model.train()  # as inside Trainer.train: rollouts are built in training mode
-    return trainer
-
-
 def encoder_calls(model: Any) -> tuple[list[bool], Any]:
     """Record, per audio-encoder call, whether grad was enabled (the loss pass is the one with grad)."""
     calls: list[bool] = []
@@ -157,7 +55,7 @@ def encoder_calls(model: Any) -> tuple[list[bool], Any]:
 
 
 def test_audio_reaches_the_loss_pass_and_the_encoder_gets_gradient(tmp_path: Path, speech_rows) -> None:
-    trainer = micro_trainer(workspace(tmp_path, speech_rows))
+    trainer = grpo_micro_trainer(workspace(tmp_path, speech_rows))
     model = trainer.model
     calls, handle = encoder_calls(model)
     ref_calls, ref_handle = encoder_calls(trainer.ref_model)
@@ -178,7 +76,7 @@ def test_audio_reaches_the_loss_pass_and_the_encoder_gets_gradient(tmp_path: Pat
 
 
 def test_loss_changes_when_the_audio_is_swapped(tmp_path: Path, speech_rows) -> None:
-    trainer = micro_trainer(workspace(tmp_path, speech_rows))
+    trainer = grpo_micro_trainer(workspace(tmp_path, speech_rows))
     batch = trainer._prepare_inputs([dict(r) for r in trainer.train_dataset.select(range(2)) for _ in range(4)])
     with torch.no_grad():
         real = trainer.compute_loss(trainer.model, batch)
@@ -199,7 +97,7 @@ def test_loss_changes_when_the_audio_is_swapped(tmp_path: Path, speech_rows) -> 
 
 
 def test_mixed_policy_puts_the_reference_into_each_group_with_its_reward(tmp_path: Path, speech_rows) -> None:
-    trainer = micro_trainer(workspace(tmp_path, speech_rows), method="mpgrpo", max_completion_length=64)
+    trainer = grpo_micro_trainer(workspace(tmp_path, speech_rows), method="mpgrpo", max_completion_length=64)
     rows = [dict(r) for r in trainer.train_dataset.select(range(2)) for _ in range(4)]
     batch = trainer._generate_and_score_completions(rows)
     off = batch["off_policy_mask"].tolist()
@@ -216,7 +114,7 @@ def test_mixed_policy_puts_the_reference_into_each_group_with_its_reward(tmp_pat
 
 
 def test_too_long_off_policy_text_keeps_the_on_policy_sample(tmp_path: Path, speech_rows) -> None:
-    trainer = micro_trainer(workspace(tmp_path, speech_rows), method="mpgrpo", max_completion_length=2)
+    trainer = grpo_micro_trainer(workspace(tmp_path, speech_rows), method="mpgrpo", max_completion_length=2)
     rows = [dict(r) for r in trainer.train_dataset.select(range(2)) for _ in range(4)]
     batch = trainer._generate_and_score_completions(rows)
     assert not batch["off_policy_mask"].any()
@@ -229,7 +127,7 @@ def test_too_long_off_policy_text_keeps_the_on_policy_sample(tmp_path: Path, spe
 def test_grpo_stage_trains_saves_and_writes_curves(tmp_path: Path, speech_rows) -> None:
     root = workspace(tmp_path, speech_rows)
     # chrF gives an untrained model graded rewards (its BLEU is 0 for every completion: no advantage, no update).
-    result = run(root, reward_weights={"chrf": 1.0})
+    result = run_grpo_micro(root, reward_weights={"chrf": 1.0})
     before, after = state_of(root / "models" / "base"), state_of(result.model_dir)
     assert result.global_step == 2 and result.best_step == 2
     changed = [k for k in before if k in after and not torch.equal(before[k], after[k])]
@@ -244,11 +142,10 @@ def test_grpo_stage_trains_saves_and_writes_curves(tmp_path: Path, speech_rows) 
 
 def test_mpgrpo_with_no_off_policy_samples_equals_grpo(tmp_path: Path, speech_rows) -> None:
     root = workspace(tmp_path, speech_rows)
-    grpo = state_of(run(root, "grpo", reward_weights={"chrf": 1.0}).model_dir)
-    section = {**to_plain(micro_config(reward_weights={"chrf": 1.0}).grpo), "num_off_policy": 0}
-    plain = run_grpo(config_from_dict({"grpo": section, "mpgrpo": {"num_off_policy": 0}}), "mpgrpo",
-                     TASK, root / "models" / "base", root / "data", root / "models" / "mp0" / TASK,
-                     root / "models" / ".work" / "mp0" / TASK, None, root)
+    grpo = state_of(run_grpo_micro(root, "grpo", reward_weights={"chrf": 1.0}).model_dir)
+    section = {**to_plain(grpo_micro_config(reward_weights={"chrf": 1.0}).grpo), "num_off_policy": 0}
+    plain = run_grpo(config_from_dict({"grpo": section, "mpgrpo": {"num_off_policy": 0}}), "mpgrpo", TASK,
+                     micro_paths(root))
     mixed, base = state_of(plain.model_dir), state_of(root / "models" / "base")
     assert any(not torch.equal(grpo[k], base[k]) for k in grpo)  # training did move the weights
     assert all(torch.equal(grpo[k], mixed[k]) for k in grpo)
@@ -275,14 +172,15 @@ def poison_gradients_after(step: int) -> Any:
 def test_nan_guard_stops_grpo_with_a_clear_message(tmp_path: Path, speech_rows) -> None:
     root = workspace(tmp_path, speech_rows)
     with pytest.raises(NonFiniteLossError, match=r"grpo\.lr"):
-        run(root, callbacks=[poison_gradients_after(1)], max_steps=3, eval_every=1, reward_weights={"chrf": 1.0})
+        run_grpo_micro(root, callbacks=[poison_gradients_after(1)], max_steps=3, eval_every=1,
+                       reward_weights={"chrf": 1.0})
     assert not (root / "models" / "grpo" / TASK).exists()  # no half-written output
 
 
 def test_switching_off_dropout_leaves_the_tiny_preset_as_it_is(tiny_sallm) -> None:
     import copy
 
-    from steps.training.grpo import switch_off_dropout
+    from steps.training.grpo_trainer import switch_off_dropout
 
     model, _ = tiny_sallm
     assert switch_off_dropout(copy.deepcopy(model)) == 0  # no dropout anywhere: GRPO on the presets is unchanged

@@ -23,8 +23,8 @@ import pytest
 import torch
 
 from steps.modeling.batches import audio_extractor, encode_prompts
-from steps.training.grpo import collapse_runs
-from tests.test_grpo import micro_trainer
+from steps.training.grpo_trainer import collapse_runs
+from tests.helpers import grpo_micro_trainer as micro_trainer
 from tests.tiny_sallm import ASR_PROMPT, RATE, workspace
 
 FAKE_LOGPROB = -5.0  # what the fake engine reports for every sampled token
@@ -255,7 +255,7 @@ def test_vllm_own_processor_turns_each_request_into_the_trainers_prompt(tmp_path
     from vllm.config import ModelConfig
     from vllm.multimodal import MULTIMODAL_REGISTRY
 
-    from tests.test_granite_speech import granite_workspace, torchaudio_imports
+    from tests.tiny_granite import granite_workspace, torchaudio_imports
 
     if family == "granite_speech" and not torchaudio_imports():
         pytest.skip("GraniteSpeechFeatureExtractor needs torchaudio")

@@ -14,12 +14,15 @@ from steps.modeling.batches import encode_for_training, model_inputs
 from steps.modeling.families import adapter_for
 from steps.modeling.loading import resolve_base
 from steps.training import pretraining as pretrain
+from steps.training.ctc import CharVocab, ctc_text, encode_audio, pooled_lengths
+from steps.training.pretraining_clips import Clip, extract_features, length_sorted_batches, pad_features, phase2_items
+from tests.helpers import micro_paths
 from tests.tiny_sallm import build_micro, write_prepared
 
 
-def clips_for(rows, processor) -> list[pretrain.Clip]:
-    feats = pretrain.extract_features(processor, [r["audio"] for r in rows])
-    return [pretrain.Clip(features=m, floor=f, transcript=r["transcript"], task=r["task"], prompt=r["prompt"],
+def clips_for(rows, processor) -> list[Clip]:
+    feats = extract_features(processor, [r["audio"] for r in rows])
+    return [Clip(features=m, floor=f, transcript=r["transcript"], task=r["task"], prompt=r["prompt"],
                           reference=r["reference"], translation=r["reference"] if r["task"] == "ast" else "")
             for r, (m, f) in zip(rows, feats, strict=True)]
 
@@ -28,8 +31,8 @@ def fast_loss(model, processor, clips) -> torch.Tensor:
     texts = pretrain.Tokenised(processor)
     adapter = adapter_for(model)
     sides = [texts.get(adapter, c.prompt, c.reference) for c in clips]
-    feats, frames = pretrain.pad_features(clips, None, None)
-    pooled, lengths = pretrain.encode_audio(model.model.audio_tower, feats, frames)
+    feats, frames = pad_features(clips, None, None)
+    pooled, lengths = encode_audio(model.model.audio_tower, feats, frames)
     ids, att, labels = pretrain.sallm_batch(sides, lengths, model.config.audio_token_id,
                                             processor.tokenizer.pad_token_id)
     return pretrain.sallm_loss(model, pooled, lengths, ids, att, labels)
@@ -59,22 +62,22 @@ def test_pooled_lengths_match_the_processor_count(tiny_sallm, speech_rows) -> No
                                             padding="max_length", return_tensors="np")
         n = int(feats["attention_mask"].sum())
         expected = (((n - 1) // 2 + 1) - 2) // 2 + 1  # Qwen2AudioProcessor's own formula
-        assert pretrain.pooled_lengths(torch.tensor([n])).item() == expected
+        assert pooled_lengths(torch.tensor([n])).item() == expected
 
 
 def test_length_sorted_batches_group_similar_lengths() -> None:
     rng = np.random.default_rng(0)
     lengths = list(range(100))
-    batches = pretrain.length_sorted_batches(lengths, 10, rng)
+    batches = length_sorted_batches(lengths, 10, rng)
     seen = [next(batches) for _ in range(10)]
     assert sorted(i for b in seen for i in b) == lengths  # one epoch covers everything once
     assert all(max(b) - min(b) < 25 for b in seen)
 
 
 def test_phase2_items_mix_tasks_and_reuse_ast_clips_for_asr() -> None:
-    clips = [pretrain.Clip(np.zeros((80, 10), np.float32), 0.0, "t", "asr" if i % 2 else "ast", "p", "r",
+    clips = [Clip(np.zeros((80, 10), np.float32), 0.0, "t", "asr" if i % 2 else "ast", "p", "r",
                            "" if i % 2 else "de") for i in range(10)]
-    items = pretrain.phase2_items(clips, 0.5)
+    items = phase2_items(clips, 0.5)
     tasks = [it.task for it in items]
     assert tasks.count("asr") == 10 and tasks.count("ast") == 5 * 2
     assert all(clips[it.clip].translation for it in items if it.task == "ast")
@@ -87,7 +90,7 @@ def test_matching_audio_beats_swapped_audio_after_short_training(speech_rows) ->
     rows = speech_rows[:6]
     clips = clips_for(rows, processor)
     perm = [1, 2, 3, 4, 5, 0]
-    swapped = [pretrain.Clip(clips[j].features, clips[j].floor, c.transcript, c.task, c.prompt, c.reference)
+    swapped = [Clip(clips[j].features, clips[j].floor, c.transcript, c.task, c.prompt, c.reference)
                for c, j in zip(clips, perm, strict=True)]
     opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
     model.train()
@@ -104,15 +107,14 @@ def test_matching_audio_beats_swapped_audio_after_short_training(speech_rows) ->
 def test_ctc_spells_transcripts_with_apostrophes_and_wer_ignores_them() -> None:
     from steps.evaluation.metrics import wer
 
-    assert pretrain.ctc_text("The Cat's, eats!") == "the cat's eats"
-    assert pretrain.CharVocab(["it's"]).chars == ["'", "i", "s", "t"]
+    assert ctc_text("The Cat's, eats!") == "the cat's eats"
+    assert CharVocab(["it's"]).chars == ["'", "i", "s", "t"]
     assert wer(["the cat's eats"], ["The Cat's, eats."]) == 0.0  # the project's one WER: case, punctuation ignored
 
 
 def test_real_checkpoint_is_passed_on_as_a_pointer(tmp_path) -> None:
     cfg = config_from_dict({"model": {"name_or_path": "ibm-granite/granite-speech-3.3-2b", "revision": "abc"}})
-    out = pretrain.run_pretrain(cfg, tmp_path, tmp_path / "data", tmp_path / "models" / "base",
-                                tmp_path / "metrics" / "base")
+    out = pretrain.run_pretrain(cfg, micro_paths(tmp_path))
     assert resolve_base(out) == ("ibm-granite/granite-speech-3.3-2b", "abc")
     assert json.loads((tmp_path / "metrics" / "base" / "pretrain.json").read_text())["pretrained"] is False
 
@@ -121,7 +123,7 @@ def test_real_checkpoint_is_passed_on_as_a_pointer(tmp_path) -> None:
 def test_stage_end_to_end_on_a_fixture(speech_rows, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     monkeypatch.delenv("SPEECH_GRPO_TRACKING", raising=False)
-    data = write_prepared(tmp_path / "prepared", copy.deepcopy(speech_rows))
+    write_prepared(tmp_path / "data" / "prepared", copy.deepcopy(speech_rows))
     tiny = {k: v for k, v in vars(__import__("tests.tiny_sallm", fromlist=["MICRO"]).MICRO).items()}
     cfg = config_from_dict({"model": {"tiny": tiny}, "pretrain": {
         "ctc": {"steps": 4, "batch_size": 4, "warmup_steps": 1}, "eval_every": 2, "curve_examples": 2,
@@ -130,7 +132,7 @@ def test_stage_end_to_end_on_a_fixture(speech_rows, tmp_path, monkeypatch) -> No
 
     parent = tracking.start_pipeline_run("flow-run")  # as the Prefect flow opens it
     monkeypatch.setenv(tracking.ENV_PARENT_RUN_ID, parent)
-    out = pretrain.run_pretrain(cfg, tmp_path, data, tmp_path / "models" / "base", tmp_path / "metrics" / "base")
+    out = pretrain.run_pretrain(cfg, micro_paths(tmp_path))
     from mlflow.tracking import MlflowClient
 
     from steps.core.config import ModelConfig

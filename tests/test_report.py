@@ -29,8 +29,8 @@ from steps.reporting.render import (
     replace_between_markers,
     update_readme,
 )
-from steps.reporting.report import run_report
-from steps.reporting.seeds import seed_summary, seeds_markdown
+from steps.reporting.report_builder import run_report
+from steps.reporting.seed_tables import seed_summary, seeds_markdown
 
 N = 20
 SCORES = {  # greedy BLEU, real and swapped audio; mpgrpo's outputs are grpo's exactly (an identical system)

@@ -1,4 +1,4 @@
-"""The seed sweep (steps/training/seed_sweep.py, steps/reporting/seeds.py): per-seed post-training, the summary,
+"""The seed sweep (steps/training/seed_sweep.py, steps/reporting/seed_tables.py): per-seed post-training, the summary,
 and what it refuses."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pytest
 
 from steps.core.config import ConfigError, config_from_dict
 from steps.core.io import write_jsonl
-from steps.reporting.seeds import collect
+from steps.reporting.seed_tables import collect
 from steps.training.seed_sweep import run_sweep, seed_config
-from tests.test_grpo import state_of
+from tests.helpers import state_of
 from tests.tiny_sallm import workspace
 
 TASK = "ast"  # the task tests.tiny_sallm.workspace prepares by default
@@ -69,8 +69,6 @@ def test_a_sweep_seed_trains_every_method_with_its_own_seed(tmp_path: Path, spee
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPEECH_GRPO_TRACKING", "off")
     root = workspace(tmp_path, speech_rows)
-    (root / "data" / "prepared").mkdir()
-    (root / "data" / TASK).rename(root / "data" / "prepared" / TASK)
     micro = {"max_steps": 2, "eval_every": 2, "eval_examples": 4, "eval_batch_size": 4, "max_new_tokens": 8,
              "threads": 1}
     grpo = {**micro, "init": "sft", "prompts_per_step": 2, "num_generations": 4, "lr": 1e-3,
@@ -106,7 +104,7 @@ def test_a_sweep_seed_trains_every_method_with_its_own_seed(tmp_path: Path, spee
 
 
 def test_pooled_tests_keep_every_seed_and_run_of_an_example_together(tmp_path: Path) -> None:
-    from steps.reporting.seeds import pooled_significance
+    from steps.reporting.seed_tables import pooled_significance
 
     cfg = config_from_dict({"seed": 3, "sweep": {"seeds": [8]}, "report": {"bootstrap_samples": 200}})
     refs = [f"der Hund isst {i} Äpfel im Garten" for i in range(12)]

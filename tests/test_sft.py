@@ -10,37 +10,12 @@ import pytest
 import torch
 
 from steps.core.config import ConfigError, config_from_dict
-from steps.modeling.batches import IGNORE_INDEX, encode_for_training, model_inputs
+from steps.modeling.batches import IGNORE_INDEX
 from steps.modeling.families import adapter_for
 from steps.training.checkpoints import FINGERPRINT_FILE, NonFiniteLossError, check_finite_gradients, prepare_work_dir
-from steps.training.sft import AudioSftCollator, run_sft
+from steps.training.sft_trainer import AudioSftCollator, run_sft
+from tests.helpers import TASK, micro_paths, sft_micro_config, stop_at, validation_loss
 from tests.tiny_sallm import workspace
-
-TASK = "ast"
-
-
-def micro_config(**sft: Any) -> Any:
-    settings = {"max_steps": 20, "eval_every": 10, "batch_size": 4, "lr": 3e-3, "warmup_ratio": 0.0,
-                "eval_examples": 8, "eval_batch_size": 8, "max_new_tokens": 12, "threads": 1, **sft}
-    return config_from_dict({"sft": settings, "evaluate": {"sampled_runs": 2, "max_new_tokens": 12, "batch_size": 8}})
-
-
-def sft_paths(root: Path) -> dict[str, Path]:
-    return {"base_dir": root / "models" / "base", "data_dir": root / "data", "out_dir": root / "models" / "sft" / TASK,
-            "work_dir": root / "models" / ".work" / "sft" / TASK,
-            "metrics_path": root / "metrics" / "sft" / f"{TASK}.train.json"}
-
-
-def validation_loss(model_dir: Path, rows: list[dict[str, Any]]) -> float:
-    from steps.modeling.loading import load_model_and_processor
-
-    cfg = micro_config()
-    model, processor = load_model_and_processor(model_dir, cfg.model)
-    adapter = adapter_for(model)
-    batch = encode_for_training(processor, adapter, [r["prompt"] for r in rows], [r["reference"] for r in rows],
-                                [r["audio"] for r in rows])
-    with torch.no_grad():
-        return float(model(**model_inputs(batch, adapter)).loss)
 
 
 @pytest.fixture(autouse=True)
@@ -99,32 +74,21 @@ def test_sft_lowers_validation_loss_and_changes_parameters(tmp_path: Path, speec
     from safetensors.torch import load_file
 
     root = workspace(tmp_path, speech_rows)
-    paths = sft_paths(root)
-    result = run_sft(micro_config(keep_checkpoints=False), TASK, **paths)
+    paths = micro_paths(root)
+    result = run_sft(sft_micro_config(keep_checkpoints=False), TASK, paths)
     assert result.global_step == 20 and result.resumed_from_step == 0
-    assert validation_loss(paths["out_dir"], speech_rows) < validation_loss(paths["base_dir"], speech_rows)
-    before = load_file(paths["base_dir"] / "model.safetensors")
-    after = load_file(paths["out_dir"] / "model.safetensors")
+    assert validation_loss(paths.model("sft", TASK), speech_rows) < validation_loss(paths.base_model, speech_rows)
+    before = load_file(paths.base_model / "model.safetensors")
+    after = load_file(paths.model("sft", TASK) / "model.safetensors")
     assert before.keys() == after.keys()  # saved in the same (original) layout as the base
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert len(changed) > len(before) // 2
     assert all(torch.isfinite(t).all() for t in after.values())
-    summary = json.loads(paths["metrics_path"].read_text())
+    summary = json.loads(paths.train_summary("sft", TASK).read_text())
     assert summary["best_step"] in (10, 20) and [h["step"] for h in summary["validation"]] == [10, 20]
-    assert (paths["out_dir"] / "resolved_params.yaml").is_file()
-    assert not paths["work_dir"].exists()  # checkpoints are removed after success
+    assert (paths.model("sft", TASK) / "resolved_params.yaml").is_file()
+    assert not paths.work("sft", TASK).exists()  # checkpoints are removed after success
 
-
-def stop_at(step: int) -> Any:
-    """A callback that simulates an interruption (Ctrl-C) once training reaches `step`."""
-    from transformers import TrainerCallback
-
-    class StopAt(TrainerCallback):
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if state.global_step >= step:
-                raise KeyboardInterrupt
-
-    return StopAt()
 
 
 def first_step_recorder() -> Any:
@@ -144,13 +108,13 @@ def first_step_recorder() -> Any:
 @pytest.mark.slow
 def test_resume_after_interruption_continues_from_the_checkpoint_step(tmp_path: Path, speech_rows) -> None:
     root = workspace(tmp_path, speech_rows)
-    paths = sft_paths(root)
-    cfg = micro_config(max_steps=16, eval_every=5)
+    paths = micro_paths(root)
+    cfg = sft_micro_config(max_steps=16, eval_every=5)
     with pytest.raises(KeyboardInterrupt):
-        run_sft(cfg, TASK, **paths, callbacks=[stop_at(7)])
-    assert (paths["work_dir"] / "checkpoint-5").is_dir() and not paths["out_dir"].exists()
+        run_sft(cfg, TASK, paths, callbacks=[stop_at(7)])
+    assert (paths.work("sft", TASK) / "checkpoint-5").is_dir() and not paths.model("sft", TASK).exists()
     first = first_step_recorder()
-    result = run_sft(cfg, TASK, **paths, callbacks=[first])
+    result = run_sft(cfg, TASK, paths, callbacks=[first])
     assert result.resumed_from_step == 5
     assert first.steps[0] == 5 and result.global_step == 16
     assert [h["step"] for h in result.history] == [5, 10, 15, 16]  # step 5's validation came from the first run
@@ -175,10 +139,10 @@ def test_nan_guard_stops_training_and_keeps_the_last_good_checkpoint(tmp_path: P
     from safetensors.torch import load_file
 
     root = workspace(tmp_path, speech_rows)
-    paths = sft_paths(root)
+    paths = micro_paths(root)
     with pytest.raises(NonFiniteLossError, match=r"at training step 8.*checkpoint-5"):
-        run_sft(micro_config(max_steps=16, eval_every=5), TASK, **paths, callbacks=[poison_after(7)])
-    kept = paths["work_dir"] / "checkpoint-5" / "model.safetensors"
-    assert kept.is_file() and not (paths["work_dir"] / "checkpoint-10").exists()
+        run_sft(sft_micro_config(max_steps=16, eval_every=5), TASK, paths, callbacks=[poison_after(7)])
+    kept = paths.work("sft", TASK) / "checkpoint-5" / "model.safetensors"
+    assert kept.is_file() and not (paths.work("sft", TASK) / "checkpoint-10").exists()
     assert all(torch.isfinite(t).all() for t in load_file(kept).values())
-    assert not paths["out_dir"].exists()
+    assert not paths.model("sft", TASK).exists()

@@ -63,7 +63,7 @@ def workspace(root: Path, rows: list[dict[str, Any]], task: str = "ast") -> Path
     from steps.modeling.tiny import save
 
     for split in ("train", "validation", "test"):
-        to_dataset(rows).save_to_disk(str(root / "data" / task / split))
+        to_dataset(rows).save_to_disk(str(root / "data" / "prepared" / task / split))
     model, processor = build_micro(rows)
     save(model, processor, root / "models" / "base")
     return root

@@ -16,7 +16,7 @@ from typing import Any
 from steps.core.config import Config
 from steps.evaluation.significance import clustered_paired_bootstrap
 from steps.reporting.conditions import conditions_rows
-from steps.reporting.evaluations import LABELS, METHODS, Evaluation, number_or_none
+from steps.reporting.evaluations import LABELS, METHODS, TRAINED_METHODS, Evaluation, number_or_none
 from steps.reporting.paper_settings import settings_vs_paper
 
 # The paper's columns (BLEU, BERTScore, ROUGE-1/2/L, METEOR) plus chrF, in the paper's order.
@@ -308,7 +308,7 @@ def validation_decoding(cfg: Config) -> str:
     `sampled T 0.9, top-p 0.9`."""
     sampled = f"sampled T {cfg.evaluate.temperature:g}, top-p {cfg.evaluate.top_p:g}"
     names = {m: sampled if getattr(cfg, m).eval_decoding == "sampled" else "greedy"
-             for m in ("sft", "sft_matched", "grpo", "mpgrpo")}
+             for m in TRAINED_METHODS}
     if len(set(names.values())) == 1:
         return next(iter(names.values()))
     return "; ".join(f"{LABELS[m]} {d}" for m, d in names.items())

@@ -1,6 +1,6 @@
 """The report's inputs: each method's evaluation files and training curves, read from metrics/.
 
-Reads metrics/<method>/<task>.json and .predictions.jsonl (steps/evaluation/evaluate.py), the training curves
+Reads metrics/<method>/<task>.json and .predictions.jsonl (steps/evaluation/evaluator.py), the training curves
 metrics/{grpo,mpgrpo}/<task>.curve.csv, SFT's validation points in metrics/sft/<task>.train.json and every training
 stage's measured compute (metrics/<method>/<task>.train.json's `compute`) where they exist.
 Works with whatever methods have been evaluated (at least base) and says which are missing.
@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from steps.core.config import TASKS
+from steps.core.config import GRPO_METHODS, MODELS, TASKS
+from steps.core.config import METHODS as TRAINED_METHODS
 from steps.core.io import read_jsonl
+from steps.core.paths import curve_file, evaluation_file, predictions_file, train_summary_file
 
-METHODS = ("base", "sft", "sft_matched", "grpo", "mpgrpo")
+METHODS = MODELS  # the report's rows: base and every post-training method, in this order
 LABELS = {"base": "Base", "sft": "SFT", "sft_matched": "SFT (matched compute)", "grpo": "GRPO", "mpgrpo": "MP-GRPO"}
-CURVE_METHODS = ("grpo", "mpgrpo")
-TRAINED_METHODS = ("sft", "sft_matched", "grpo", "mpgrpo")  # with a metrics/<method>/<task>.train.json
+CURVE_METHODS = GRPO_METHODS  # with a metrics/<method>/<task>.curve.csv
 
 
 @dataclass
@@ -43,10 +44,10 @@ def load_evaluations(metrics_dir: Path, tasks: Sequence[str] = TASKS) -> dict[st
     for task in tasks:
         found = {}
         for method in METHODS:
-            path = metrics_dir / method / f"{task}.json"
+            path = evaluation_file(metrics_dir, method, task)
             if not path.is_file():
                 continue
-            preds = path.with_name(f"{task}.predictions.jsonl")
+            preds = predictions_file(metrics_dir, method, task)
             found[method] = Evaluation(method, task, path, json.loads(path.read_text(encoding="utf-8")), preds,
                                        read_jsonl(preds) if preds.is_file() else None)
         out[task] = found
@@ -86,7 +87,7 @@ def load_curves(metrics_dir: Path, task: str) -> tuple[dict[str, dict[str, list[
     """Training curves of one task: GRPO/MP-GRPO CSVs, and SFT's validation points as columns step/val_bleu."""
     curves: dict[str, dict[str, list[float | None]]] = {}
     read: list[Path] = []
-    sft = metrics_dir / "sft" / f"{task}.train.json"
+    sft = train_summary_file(metrics_dir, "sft", task)
     if sft.is_file():
         points = json.loads(sft.read_text(encoding="utf-8")).get("validation") or []
         curves["sft"] = {"step": [number_or_none(p.get("step")) for p in points],
@@ -94,7 +95,7 @@ def load_curves(metrics_dir: Path, task: str) -> tuple[dict[str, dict[str, list[
                          "eval_loss": [number_or_none(p.get("eval_loss")) for p in points]}
         read.append(sft)
     for method in CURVE_METHODS:
-        path = metrics_dir / method / f"{task}.curve.csv"
+        path = curve_file(metrics_dir, method, task)
         if path.is_file():
             curves[method] = read_curve_csv(path)
             read.append(path)
@@ -111,7 +112,7 @@ def load_compute(metrics_dir: Path, task: str) -> tuple[dict[str, dict[str, Any]
     out: dict[str, dict[str, Any]] = {}
     read: list[Path] = []
     for method in TRAINED_METHODS:
-        path = metrics_dir / method / f"{task}.train.json"
+        path = train_summary_file(metrics_dir, method, task)
         if not path.is_file():
             continue
         summary = json.loads(path.read_text(encoding="utf-8"))

@@ -18,7 +18,7 @@ from steps.reporting.analysis import CHAIN, LISTENING_MAX_RATIO, TABLE_METRICS
 from steps.reporting.conditions import conditions_markdown
 from steps.reporting.evaluations import CURVE_METHODS, LABELS, METHODS, Evaluation
 from steps.reporting.markdown import fmt, fmt_p, fmt_pct, md_table
-from steps.reporting.seeds import seeds_markdown
+from steps.reporting.seed_tables import seeds_markdown
 
 TASK_TITLES = {"sqa": "SQA (spoken question answering)", "ast": "AST (speech translation En->De)"}
 MARK_BEGIN, MARK_END = "<!-- report:begin -->", "<!-- report:end -->"

@@ -1,25 +1,14 @@
 """Build the tiny preset and train it into a base that listens (models/base; the pretrain stage).
 
 With `model.name_or_path: tiny`: build tokenizer + processor + random Qwen2-Audio-architecture model from the
-prepared data, then
-  phase 1 (`pretrain.ctc`): the audio encoder alone, CTC over characters on its pooled output (what the LLM sees);
-  phase 2 (`pretrain.sallm`): the whole SALLM, answer-only LM loss on an ASR/AST mix + `ctc_weight` x CTC.
-A random-initialised SALLM trained end to end on the LM loss alone learns the text prior and ignores the audio
-(measured: WER 86-103%); teaching the encoder first is what makes it listen.
+prepared data, then phase 1 (`pretrain.ctc`, ctc.py): the audio encoder alone, CTC over characters on its pooled
+output; phase 2 (`pretrain.sallm`): the whole SALLM, answer-only LM loss on an ASR/AST mix + `ctc_weight` x CTC.
+Why two phases: a random-initialised SALLM trained on the LM loss alone learns the text prior and ignores the audio
+(measured: WER 86-103%). Training runs the encoder on each batch's real frames only (pretraining_clips.py; equal to
+the stock forward, tested). A real checkpoint is not trained: models/base gets a pointer file (id + revision).
 
-Training feeds only each batch's real frames: the encoder runs on the batch's longest clip, not the whole window.
-That equals the stock forward (which masks padded frames in attention) because positions start at 0 and padding is
-the same log-mel floor value in both; tests check it. Evaluation uses the stock forward and `generate`.
-
-With a real checkpoint (any other `model.name_or_path`) nothing trains: models/base gets a pointer file with the id
-and revision, which `steps.modeling.loading.load_model_and_processor` follows.
-
-Threads: `pretrain.threads` (0 = torch's default, all cores). Where other torch processes share the cores, run
-with OMP_WAIT_POLICY=PASSIVE: spinning OpenMP threads of two processes on 2 cores made steps 10-20x slower here.
-
-Outputs: models/base (safetensors model + processor), metrics/base/pretrain.json (wer, wer_swapped, bleu,
-bleu_swapped on the held-out test voices), metrics/base/learning_curve.csv; the stage's MLflow run "pretrain" (the
-learning curve as `curve/<score>` by step).
+Outputs: models/base, metrics/base/pretrain.json (WER/BLEU with real and swapped audio on held-out test voices),
+metrics/base/learning_curve.csv; the MLflow run "pretrain" (the curve as `curve/<score>` by step).
 """
 
 from __future__ import annotations
@@ -28,10 +17,8 @@ import csv
 import io
 import logging
 import math
-import re
 import time
-import unicodedata
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,214 +29,34 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from steps.core.config import RESOLVED_CONFIG_NAME, Config, ModelConfig, PretrainConfig, SpecAugmentConfig, to_dict
+from steps.core.config import RESOLVED_CONFIG_NAME, Config, ModelConfig, PretrainConfig, to_dict
 from steps.core.io import atomic_dir, atomic_write_text, write_json, write_yaml
+from steps.core.paths import RunPaths
 from steps.core.tracking import StageRun, stage_run
 from steps.data.splits import load_split
 from steps.evaluation.listening import score_listening
 from steps.evaluation.metrics import task_score
-from steps.modeling.batches import IGNORE_INDEX, ClipTooLongError, chat_prompt
-from steps.modeling.families import AUDIO_MARKER, adapter_for
+from steps.modeling.batches import IGNORE_INDEX, chat_prompt
+from steps.modeling.families import adapter_for
 from steps.modeling.generation import GenerationSettings, generate
 from steps.modeling.loading import POINTER_FILE, TINY_PRESET, parameter_count, torch_threads
 from steps.modeling.tiny import build_tiny, save, window_seconds_for
+from steps.training.ctc import CharVocab, ctc_loss, ctc_wer, encode_audio
+from steps.training.pretraining_clips import (
+    Clip,
+    corpus_texts,
+    length_sorted_batches,
+    load_clips,
+    longest_clip_seconds,
+    pad_features,
+    phase2_items,
+)
 
 log = logging.getLogger(__name__)
-# The pools whose text trains the tokenizer, in this order (BPE breaks ties between merges by first occurrence, so
-# the order is part of the base model), and whose clips set the audio window.
-TEXT_POOLS = ("pretrain", "ast", "sqa")
 CURVE_FIELDS = ("train_loss", "train_ctc", "ctc_wer", "wer", "bleu")
 
 
-# --- data -------------------------------------------------------------------------------------------------------------
-
-
-
-
-def longest_clip_seconds(data_dir: Path) -> float:
-    """The longest clip over every prepared pool and split: the base model must hear all later tasks' audio."""
-    longest = 0.0
-    for pool in TEXT_POOLS:
-        for split in ("train", "validation", "test"):
-            path = data_dir / pool / split
-            if path.is_dir():
-                ds = load_split(data_dir, pool, split)
-                if len(ds):
-                    longest = max(longest, float(max(ds["duration"])))
-    if longest <= 0:
-        raise FileNotFoundError(f"no prepared clips under {data_dir}; run the prepare stage first")
-    return longest
-
-
-def corpus_texts(data_dir: Path) -> Iterator[str]:
-    """Training text for the tokenizer: prompts (marker removed), references and transcripts of train/validation."""
-    for pool in TEXT_POOLS:
-        for split in ("train", "validation"):
-            if not (data_dir / pool / split).is_dir():
-                continue
-            ds = load_split(data_dir, pool, split).select_columns(["prompt", "reference", "transcript"])
-            for row in ds:
-                yield row["prompt"].replace(AUDIO_MARKER, " ")
-                yield row["reference"]
-                if row["transcript"]:
-                    yield row["transcript"]
-
-
-@dataclass
-class Clip:
-    """One training clip in memory: its log-mel frames (real frames only) and its texts."""
-
-    features: np.ndarray  # (mel bins, frames) float32
-    floor: float  # the log-mel value of silence padding for this clip (Whisper clamps at max - 8)
-    transcript: str
-    task: str
-    prompt: str
-    reference: str
-    # Set for AST clips: they serve ASR too (their transcript is known).
-    translation: str = ""
-
-    @property
-    def frames(self) -> int:
-        return self.features.shape[1]
-
-
-def extract_features(processor: Any, audios: Sequence[np.ndarray], batch_size: int = 64
-                     ) -> list[tuple[np.ndarray, float]]:
-    """Whisper log-mel for each clip through the processor's own feature extractor, cut to its real frames.
-
-    Chunks of similar length are padded to their longest clip only, not to the window: 3-4x less work, same values
-    (Whisper's log-mel clamps each clip at its own max - 8, which silence padding never reaches). The silence value
-    is therefore max - 2 after Whisper's (x + 4) / 4 scaling.
-    """
-    fe = processor.feature_extractor
-    for i, a in enumerate(audios):
-        if len(a) > fe.n_samples:
-            raise ClipTooLongError(f"clip #{i} lasts {len(a) / fe.sampling_rate:.2f} s but the audio window is "
-                                   f"{fe.chunk_length} s; rebuild with a longer model.tiny.window_seconds")
-    order = sorted(range(len(audios)), key=lambda i: len(audios[i]))
-    out: list[tuple[np.ndarray, float]] = [(np.empty(0, np.float32), 0.0)] * len(audios)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        chunk = [np.asarray(audios[i], dtype=np.float32) for i in idx]
-        # A little padding past the longest clip so that its last frames exist too (the mask rounds up).
-        width = min(fe.n_samples, max(len(a) for a in chunk) + 4 * fe.hop_length)
-        feats = fe(chunk, sampling_rate=fe.sampling_rate, return_attention_mask=True, padding="max_length",
-                   max_length=width, return_tensors="np")
-        for i, mel, mask in zip(idx, feats["input_features"], feats["attention_mask"], strict=True):
-            n = int(mask.sum())
-            real = np.ascontiguousarray(mel[:, :n], dtype=np.float32)
-            out[i] = (real, float(real.max()) - 2.0)
-    return out
-
-
-def load_clips(dataset: Any, processor: Any) -> list[Clip]:
-    audios = list(dataset.with_format("numpy")["audio"])
-    feats = extract_features(processor, audios)
-    clips = []
-    for row, (mel, floor) in zip(dataset.remove_columns(["audio"]), feats, strict=True):
-        clips.append(Clip(features=mel, floor=floor, transcript=row["transcript"], task=row["task"],
-                          prompt=row["prompt"], reference=row["reference"],
-                          translation=row["reference"] if row["task"] == "ast" else ""))
-    return clips
-
-
-def ctc_text(text: str) -> str:
-    """A transcript as the CTC head spells it: NFKC, lowercase, apostrophes kept ("don't" is one spoken word), other
-    punctuation removed, single spaces. The alphabet is built from it, so changing it changes the base model; WER is
-    scored after steps.evaluation.metrics.normalise_text, like every WER the project reports."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = re.sub(r"[^\w\s']", " ", text)
-    return " ".join(text.split())
-
-
-class CharVocab:
-    """Characters of the CTC form of the transcripts (`ctc_text`); index 0 is the CTC blank."""
-
-    def __init__(self, texts: Sequence[str]) -> None:
-        chars = sorted({c for t in texts for c in ctc_text(t)})
-        self.chars = chars
-        self.index = {c: i + 1 for i, c in enumerate(chars)}
-
-    def __len__(self) -> int:
-        return len(self.chars) + 1
-
-    def encode(self, text: str) -> list[int]:
-        return [self.index[c] for c in ctc_text(text) if c in self.index]
-
-    def greedy_decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
-        best = log_probs.argmax(-1).cpu().numpy()
-        out = []
-        for row, n in zip(best, lengths.tolist(), strict=True):
-            chars, prev = [], 0
-            for k in row[:n]:
-                if k != prev and k != 0:
-                    chars.append(self.chars[k - 1])
-                prev = k
-            out.append(" ".join("".join(chars).split()))
-        return out
-
-
-# --- fast forward -----------------------------------------------------------------------------------------------------
-
-
-def pooled_lengths(frames: torch.Tensor) -> torch.Tensor:
-    """Audio tokens per clip: Qwen2-Audio's conv (stride 2) then average pool (stride 2), as the processor counts."""
-    conv = (frames - 1) // 2 + 1
-    return (conv - 2) // 2 + 1
-
-
-def pad_features(clips: Sequence[Clip], spec: SpecAugmentConfig | None, rng: np.random.Generator | None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(batch, mel, T) padded with each clip's silence value to the longest clip (+ slack, multiple of 4)."""
-    frames = [c.frames for c in clips]
-    length = int(math.ceil((max(frames) + 4) / 4) * 4)
-    mel = clips[0].features.shape[0]
-    batch = np.empty((len(clips), mel, length), dtype=np.float32)
-    for i, c in enumerate(clips):
-        batch[i, :, : c.frames] = c.features
-        batch[i, :, c.frames:] = c.floor
-        if spec is not None and rng is not None:
-            spec_augment(batch[i], c.frames, c.floor, spec, rng)
-    return torch.from_numpy(batch), torch.tensor(frames)
-
-
-def spec_augment(mel: np.ndarray, frames: int, fill: float, spec: SpecAugmentConfig, rng: np.random.Generator) -> None:
-    """In place: `freq_masks` bands of up to `freq_width` bins, and time masks of up to `time_width` frames."""
-    bins = mel.shape[0]
-    for _ in range(spec.freq_masks):
-        width = int(rng.integers(0, spec.freq_width + 1))
-        start = int(rng.integers(0, max(bins - width, 1)))
-        mel[start:start + width, :frames] = fill
-    for _ in range(round(spec.time_masks_per_second * frames / 100)):
-        width = int(rng.integers(0, spec.time_width + 1))
-        start = int(rng.integers(0, max(frames - width, 1)))
-        mel[:, start:start + width] = fill
-
-
-def encode_audio(encoder: nn.Module, features: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Qwen2AudioEncoder.forward on the batch's own length instead of the whole window; padded frames masked."""
-    from transformers.masking_utils import create_bidirectional_mask
-
-    x = F.gelu(encoder.conv1(features))
-    x = F.gelu(encoder.conv2(x)).permute(0, 2, 1)
-    steps = x.shape[1]
-    x = x + encoder.embed_positions.weight[:steps]
-    conv_lengths = (frames - 1) // 2 + 1
-    valid = (torch.arange(steps)[None, :] < conv_lengths[:, None]).long()
-    mask = create_bidirectional_mask(config=encoder.config, inputs_embeds=x, attention_mask=valid)
-    for layer in encoder.layers:
-        out = layer(x, mask)
-        x = out[0] if isinstance(out, tuple) else out
-    x = encoder.avg_pooler(x.permute(0, 2, 1)).permute(0, 2, 1)
-    return encoder.layer_norm(x), pooled_lengths(frames)
-
-
-def ctc_loss(head: nn.Module, pooled: torch.Tensor, lengths: torch.Tensor, targets: Sequence[list[int]]
-             ) -> torch.Tensor:
-    log_probs = head(pooled).log_softmax(-1).transpose(0, 1)
-    flat = torch.tensor([t for seq in targets for t in seq], dtype=torch.long)
-    target_lengths = torch.tensor([len(seq) for seq in targets], dtype=torch.long)
-    return F.ctc_loss(log_probs, flat, lengths, target_lengths, blank=0, zero_infinity=True)
+# --- phase 2's forward: the stock modules on pre-encoded audio --------------------------------------------------------
 
 
 @dataclass
@@ -313,42 +120,6 @@ def sallm_loss(model: nn.Module, pooled: torch.Tensor, n_audio: torch.Tensor, id
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
 
 
-# --- batching ---------------------------------------------------------------------------------------------------------
-
-
-def length_sorted_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator) -> Iterator[list[int]]:
-    """Endless batches of similar-length items (little padding), in random order, reshuffled every epoch."""
-    lengths = np.asarray(lengths, dtype=np.float64)
-    while True:
-        jitter = rng.uniform(0, 0.1 * lengths.mean(), size=len(lengths))  # vary batch members across epochs
-        order = np.argsort(lengths + jitter, kind="stable")
-        batches = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
-        for b in rng.permutation(len(batches)):
-            yield batches[b]
-
-
-@dataclass(frozen=True)
-class Item:
-    clip: int
-    task: str  # "asr" | "ast"
-
-
-def phase2_items(clips: Sequence[Clip], asr_fraction: float) -> list[Item]:
-    """AST clips serve both tasks (their transcript is known); ASR clips serve ASR; weights follow asr_fraction."""
-    asr = [Item(i, "asr") for i in range(len(clips))]
-    ast = [Item(i, "ast") for i, c in enumerate(clips) if c.translation]
-    if not ast or asr_fraction >= 1:
-        return asr
-    if asr_fraction <= 0:
-        return ast
-    # Repeat the smaller side so that the mix is about asr_fraction : 1 - asr_fraction.
-    want_asr = asr_fraction / (1 - asr_fraction) * len(ast)
-    ratio = len(asr) / want_asr  # > 1: more ASR items than wanted, so repeat the AST ones
-    if ratio >= 1:
-        return asr + ast * max(1, round(ratio))
-    return asr * max(1, round(1 / ratio)) + ast
-
-
 # --- evaluation -------------------------------------------------------------------------------------------------------
 
 
@@ -364,17 +135,6 @@ def held_out_sets(test: Any, n: int) -> HeldOut:
     asr = test.filter(lambda t: t == "asr", input_columns="task")
     ast = test.filter(lambda t: t == "ast", input_columns="task")
     return HeldOut(asr.select(range(min(n, len(asr)))), ast.select(range(min(n, len(ast)))))
-
-
-def ctc_wer(encoder: nn.Module, head: nn.Module, vocab: CharVocab, clips: Sequence[Clip]) -> float:
-    with torch.no_grad():
-        hyps = []
-        for start in range(0, len(clips), 32):
-            chunk = clips[start:start + 32]
-            feats, frames = pad_features(chunk, None, None)
-            pooled, lengths = encode_audio(encoder, feats, frames)
-            hyps += vocab.greedy_decode(head(pooled).log_softmax(-1), lengths)
-    return task_score("asr", hyps, [c.transcript for c in clips])
 
 
 def curve_scores(model: nn.Module, processor: Any, held: HeldOut, cfg: PretrainConfig) -> dict[str, float]:
@@ -593,8 +353,9 @@ def listening_check(model: Any, processor: Any, test: Any, cfg: Config) -> tuple
     return metrics, samples
 
 
-def run_pretrain(cfg: Config, root: Path, data_dir: Path, model_dir: Path, metrics_dir: Path) -> Path:
-    """Build and pretrain the tiny preset (or pass a real checkpoint on); returns `model_dir`."""
+def run_pretrain(cfg: Config, paths: RunPaths) -> Path:
+    """Build and pretrain the tiny preset (or pass a real checkpoint on); returns the base model's folder."""
+    data_dir, model_dir, metrics_dir = paths.prepared, paths.base_model, paths.metrics_of("base")
     if cfg.model.name_or_path != TINY_PRESET:
         return pass_checkpoint_on(cfg, model_dir, metrics_dir)
     pcfg = cfg.pretrain

@@ -20,16 +20,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from steps.core.config import TASKS, Config, HeldOutConditions
+from steps.core.config import GRPO_METHODS, METHODS, TASKS, Config, HeldOutConditions
 from steps.core.io import atomic_dir
+from steps.core.paths import RunPaths
 from steps.core.tracking import ENV_SWEEP_SEED
-from steps.evaluation.evaluate import run_evaluate
-from steps.reporting.seeds import collect, pooled_significance, write_summary
-from steps.training.grpo import METHODS as GRPO_METHODS
-from steps.training.grpo import run_grpo
-from steps.training.sft import run_sft, run_sft_matched
-
-TRAINED = ("sft", "grpo", "mpgrpo", "sft_matched")
+from steps.evaluation.evaluator import run_evaluate
+from steps.reporting.seed_tables import collect, pooled_significance, seed_folder, write_summary
+from steps.training.grpo_trainer import run_grpo
+from steps.training.sft_trainer import run_sft, run_sft_matched
 
 
 def seed_config(cfg: Config, seed: int) -> Config:
@@ -45,27 +43,21 @@ def run_seed(cfg: Config, seed: int, root: Path, out_dir: Path, tasks: tuple[str
     """sft -> grpo, mpgrpo -> sft_matched (this seed's GRPO compute) -> evaluate for every task with `seed`, into
     out_dir/{models,metrics} (atomically)."""
     scfg = seed_config(cfg, seed)
-    data_dir = root / cfg.paths.data / "prepared"
-    base_dir = root / cfg.paths.models / "base"
     os.environ[ENV_SWEEP_SEED] = str(seed)
     try:
         with atomic_dir(out_dir) as tmp:
-            models, metrics, work = tmp / "models", tmp / "metrics", tmp / ".work"
+            paths = RunPaths.of(cfg, root).under(tmp)
             for task in tasks:
                 print(f"seeds: seed {seed}, {task}: sft", flush=True)
-                run_sft(scfg, task, base_dir, data_dir, models / "sft" / task, work / "sft" / task,
-                        metrics / "sft" / f"{task}.train.json")
+                run_sft(scfg, task, paths)
                 for method in GRPO_METHODS:
                     print(f"seeds: seed {seed}, {task}: {method}", flush=True)
-                    init = base_dir if getattr(scfg, method).init == "base" else models / "sft" / task
-                    run_grpo(scfg, method, task, init, data_dir, models / method / task, work / method / task,
-                             metrics / method, root)
+                    run_grpo(scfg, method, task, paths)
                 print(f"seeds: seed {seed}, {task}: sft_matched", flush=True)
-                run_sft_matched(scfg, task, models / "sft" / task, data_dir, models / "sft_matched" / task,
-                                work / "sft_matched" / task, metrics)
-                for method in TRAINED:
-                    run_evaluate(scfg, method, task, models / method / task, data_dir, metrics / method)
-            shutil.rmtree(work, ignore_errors=True)  # checkpoints: the best model is already in models/
+                run_sft_matched(scfg, task, paths)
+                for method in METHODS:
+                    run_evaluate(scfg, method, task, paths)
+            shutil.rmtree(paths.models / ".work", ignore_errors=True)  # checkpoints: the best models are saved
     finally:
         os.environ.pop(ENV_SWEEP_SEED, None)
 
@@ -73,7 +65,7 @@ def run_seed(cfg: Config, seed: int, root: Path, out_dir: Path, tasks: tuple[str
 def run_sweep(cfg: Config, root: Path, out_dir: Path, only: list[int] | None = None,
               tasks: tuple[str, ...] = TASKS) -> dict[str, Any]:
     for seed in only or cfg.sweep.seeds:
-        run_seed(cfg, seed, root, out_dir / "runs" / f"seed-{seed}", tasks)
+        run_seed(cfg, seed, root, seed_folder(out_dir / "runs", seed), tasks)
     data = collect(cfg, root, out_dir / "runs", tasks)
     data["pooled"] = pooled_significance(cfg, root, out_dir / "runs", tasks)
     write_summary(data, out_dir)

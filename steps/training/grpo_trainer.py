@@ -1,36 +1,16 @@
-"""GRPO with a BLEU reward on one task, and mixed-policy GRPO (off-policy samples such as the reference in each group),
-on TRL's GRPOTrainer (pinned: trl 1.16.0, whose internals are overridden below); the grpo and mpgrpo stages.
-
-Starts from models/sft/<task> or models/base (`grpo.init`) and trains on data/prepared/<task>/train. Settings come
-from the `grpo` section (`mpgrpo` = `grpo` plus what it overrides, see steps/core/config.py). Rewards are the
-weighted sum of steps/training/rewards.py's registry (default: sentence BLEU / 100, the paper's).
+"""GRPO with a BLEU reward, and mixed-policy GRPO, on TRL's GRPOTrainer (trl 1.16.0, whose internals are overridden
+here): the trainer of the grpo and mpgrpo stages, and `run_grpo`, the stage's work on one task.
 
 Why a subclass: TRL 1.16 hands the processor's audio tensors to `generate()` only; the old-policy, reference and loss
 passes would score the audio placeholder tokens without the audio (measured: the encoder got no gradient). Here the
-audio reaches every pass: `_tokenize_prompts` runs our processor on prompt + audio, the audio tensors ride along in the
-batch TRL shuffles and splits, and `_get_per_token_logps_and_entropies` passes them to the model. `_compute_loss` is
-ours too, because mixed-policy tokens need their own ratio: TRL has no reference-in-the-group mixing. With
-`grpo.use_vllm` (colocate), each row's clip rides in its engine request as `multi_modal_data` (gathered across a
-tensor-parallel group as TRL gathers the prompts), and off-policy rows stay out of TRL's vLLM importance-sampling
-correction and its `sampling/*` metrics (tests/test_grpo_vllm.py, with a fake engine; docs/gpu.md).
+audio rides along in the batch and reaches every pass. With `grpo.use_vllm` (colocate) each request carries its clip
+(tests/test_grpo_vllm.py, with a fake engine; docs/gpu.md).
 
-Mixed policy (LUFFY, arXiv 2504.14945): the last `num_off_policy` completions of each group are replaced by the
-off-policy text + EOS before rewards are computed, so rewards and advantages are normalised over the joint group. In
-the loss those tokens use behaviour probability 1 (ratio = pi_theta), no clipping, optionally shaped by
-f(x) = x / (x + gamma); the KL term covers on-policy tokens only (its estimator assumes tokens sampled from the policy).
-An off-policy text longer than `max_completion_length` tokens is never truncated (a cut reference would be rewarded
-as a worse answer): that example keeps its on-policy sample and `offpolicy/too_long` counts it.
-
-Every `eval_every` steps: BLEU (`eval_decoding`: the evaluation's sampled decoding, or greedy) on the first
-`eval_examples` validation examples; the checkpoint kept is the best on it. Checkpoints in
-models/.work/<method>/<task> (resumed after an interruption when the config is the same).
-A non-finite loss or gradient stops the run before the optimiser step (NonFiniteLossError). Per-step MLflow metrics:
-reward mean/std and per component, on- and off-policy reward, KL, entropy, completion length, clip ratio, the fraction
-of groups with zero reward variance.
-
-Outputs (the shared skeleton, steps/training/runner.py, saves and registers the model): models/<method>/<task>
-(safetensors model + processor + resolved params), metrics/<method>/<task>.train.json and
-metrics/<method>/<task>.curve.csv (per-step training curve), written atomically.
+Mixed policy (LUFFY, arXiv 2504.14945): the last `num_off_policy` completions of each group are replaced by an
+off-policy text + EOS (off_policy.py) before rewards are computed, so rewards and advantages are normalised over the
+joint group; in the loss those tokens have behaviour probability 1 and no clipping (grpo_loss.py), and the KL term
+covers on-policy tokens only. An off-policy text longer than `max_completion_length` is never truncated (a cut
+reference would be rewarded as a worse answer): that example keeps its sample and `offpolicy/too_long` counts it.
 """
 
 from __future__ import annotations
@@ -38,17 +18,17 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
-from trl.trainer.utils import nanmax, nanmin, nanstd
+from trl.trainer.utils import nanmax, nanmin
 
-from steps.core.config import Config, GrpoConfig
-from steps.core.io import atomic_write_text, read_jsonl
+from steps.core.config import GRPO_METHODS, Config, GrpoConfig
+from steps.core.io import atomic_write_text
+from steps.core.paths import RunPaths
 from steps.core.tracking import StageRun
 from steps.evaluation.metrics import corpus_bleu
 from steps.modeling.batches import audio_extractor, encode_prompts
@@ -56,6 +36,14 @@ from steps.modeling.encoder_speedups import encode_each_clip_once
 from steps.modeling.families import FamilyAdapter, adapter_for, get_submodule
 from steps.modeling.generation import GenerationSettings, generate
 from steps.training.checkpoints import save_in_model_layout, write_validation_history
+from steps.training.grpo_loss import (
+    floored_advantages,
+    kl_penalty,
+    normalised_loss,
+    off_policy_positions,
+    policy_token_loss,
+)
+from steps.training.off_policy import OffPolicySource
 from steps.training.rewards import weighted_reward
 from steps.training.runner import (
     NonFiniteGuard,
@@ -69,7 +57,6 @@ from steps.training.runner import (
     validation_settings,
 )
 
-METHODS = ("grpo", "mpgrpo")
 CURVE_COLUMNS = ("step", "reward", "reward_std", "kl", "entropy", "completion_length", "clip_ratio",
                  "frac_reward_zero_std", "reward_on_policy", "reward_off_policy", "val_bleu")
 # TRL log key -> curve column
@@ -79,51 +66,7 @@ CURVE_KEYS = {"reward": "reward", "reward_std": "reward_std", "kl": "kl", "entro
               "rewards/off_policy/mean": "reward_off_policy", "eval_bleu": "val_bleu"}
 
 
-# --- the loss ---------------------------------------------------------------------------------------------------------
-
-
-def floored_advantages(rewards_per_func: torch.Tensor, weights: torch.Tensor, group: int, floor: float
-                       ) -> torch.Tensor:
-    """(r - group mean) / max(group std, floor) for every row (TRL's weighted sum, nan-aware mean and std)."""
-    unscorable = torch.isnan(rewards_per_func).all(dim=1)
-    rewards = (rewards_per_func * weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)
-    rewards[unscorable] = torch.nan
-    grouped = rewards.view(-1, group)
-    mean = torch.nanmean(grouped, dim=1).repeat_interleave(group)
-    std = nanstd(grouped, dim=1).repeat_interleave(group)
-    return torch.nan_to_num((rewards - mean) / std.clamp(min=floor), nan=0.0)
-
-
-def policy_token_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor,
-                      off_policy: torch.Tensor, epsilon_low: float, epsilon_high: float,
-                      shaping_gamma: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token policy-gradient loss (B, T) and the on-policy clipped mask.
-
-    On-policy tokens: PPO's clipped surrogate, -min(r A, clip(r, 1 - eps_low, 1 + eps_high) A), r = pi / pi_old.
-    Off-policy rows (`off_policy` (B,) bool): behaviour probability 1, so r = pi_theta; never clipped (LUFFY), and
-    with `shaping_gamma` the ratio becomes pi / (pi + gamma), which keeps learning from low-probability tokens.
-    `advantages` is (B,) or (B, 1).
-    """
-    adv = advantages.view(-1, 1)
-    ratio = torch.exp(logps - old_logps)
-    clipped = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)
-    on_loss = -torch.min(ratio * adv, clipped * adv)
-    prob = torch.exp(logps)
-    shaped = prob if shaping_gamma is None else prob / (prob + shaping_gamma)
-    off_loss = -shaped * adv
-    off = off_policy.view(-1, 1).to(torch.bool)
-    is_clipped = (((ratio < 1 - epsilon_low) & (adv < 0)) | ((ratio > 1 + epsilon_high) & (adv > 0))) & ~off
-    return torch.where(off, off_loss, on_loss), is_clipped
-
-
-def off_policy_positions(n_local: int, process_index: int, num_generations: int, num_off_policy: int) -> list[bool]:
-    """Which local rows get an off-policy sample: the last `num_off_policy` of every group of `num_generations`.
-
-    TRL lays groups out contiguously over the global batch (process 0's rows first); its reward normalisation relies
-    on that, and so does this.
-    """
-    start = process_index * n_local
-    return [(start + i) % num_generations >= num_generations - num_off_policy for i in range(n_local)]
+# --- helpers ----------------------------------------------------------------------------------------------------------
 
 
 def collapse_runs(ids: Sequence[int], token: int) -> list[int]:
@@ -155,43 +98,6 @@ def switch_off_dropout(model: torch.nn.Module) -> int:
                 setattr(module, name, 0.0)
                 switched += 1
     return switched
-
-
-# --- off-policy texts -------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class OffPolicySource:
-    """Where an example's off-policy text comes from: its reference, or another model's recorded output."""
-
-    kind: str  # "reference" | a JSONL path
-    texts: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_config(cls, gcfg: GrpoConfig, root: Path) -> OffPolicySource:
-        if gcfg.off_policy_source == "reference":
-            return cls("reference")
-        path = Path(gcfg.off_policy_source).expanduser()
-        path = path if path.is_absolute() else root / path
-        if not path.is_file():
-            raise FileNotFoundError(f"off_policy_source {path} does not exist: give a JSONL of recorded outputs "
-                                    "(e.g. metrics/<model>/<task>.predictions.jsonl) or `reference`")
-        texts: dict[str, str] = {}
-        for i, row in enumerate(read_jsonl(path)):
-            if "id" not in row or gcfg.off_policy_field not in row:
-                raise ValueError(f"{path}: line {i + 1} lacks `id` or `{gcfg.off_policy_field}` "
-                                 "(set off_policy_field to the column holding the text)")
-            texts[str(row["id"])] = str(row[gcfg.off_policy_field])
-        return cls(str(path), texts)
-
-    def text_for(self, row: dict[str, Any]) -> str:
-        if self.kind == "reference":
-            return str(row["reference"])
-        key = str(row["id"])
-        if key not in self.texts:
-            raise KeyError(f"{self.kind} has no output for example {key!r}: record outputs for every training "
-                           "example, or use off_policy_source: reference")
-        return self.texts[key]
 
 
 # --- the trainer ------------------------------------------------------------------------------------------------------
@@ -402,7 +308,7 @@ class AudioGRPOTrainer(GRPOTrainer):
         on_mask = mask * (~off).float().view(-1, 1)
         if self.beta != 0.0:
             ref = inputs["ref_per_token_logps"]
-            kl = torch.exp(ref - logps) - (ref - logps) - 1
+            kl = kl_penalty(ref, logps)
             token_loss = token_loss + self.beta * kl * (~off).float().view(-1, 1)
         loss = self._normalise(token_loss, mask)
         mode = "train" if self.model.training else "eval"
@@ -416,23 +322,12 @@ class AudioGRPOTrainer(GRPOTrainer):
         return loss
 
     def _normalise(self, token_loss: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """TRL's normalisations, by loss_type (dapo: over every completion token of the generation batch)."""
-        train = self.model.training
         # set by Trainer's loop; the configured value outside it (a loss computed directly)
         steps = getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
-        accumulation = steps if train else 1.0
-        if self.loss_type == "grpo":
-            return ((token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean() / accumulation
-        if self.loss_type == "bnpo":
-            return (token_loss * mask).sum() / mask.sum().clamp(min=1.0) / accumulation
-        if self.loss_type == "dr_grpo":
-            return (token_loss * mask).sum() / (token_loss.size(0) * self.max_completion_length) / accumulation
-        if self.loss_type == "dapo":
-            normaliser = self._num_items.clamp(min=1.0) / self.accelerator.num_processes
-            if train:
-                normaliser = normaliser * accumulation / self.args.steps_per_generation
-            return (token_loss * mask).sum() / normaliser
-        raise ValueError(f"unsupported loss_type {self.loss_type!r}: use dapo, grpo, bnpo or dr_grpo")
+        train = self.model.training
+        return normalised_loss(token_loss, mask, self.loss_type, steps if train else 1.0,
+                               getattr(self, "_num_items", torch.tensor(0.0)), self.accelerator.num_processes,
+                               self.args.steps_per_generation, self.max_completion_length, train)
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> torch.Tensor:
@@ -512,8 +407,8 @@ def curve_csv(points: Sequence[dict[str, float]]) -> str:
 
 
 def section_config(cfg: Config, method: str) -> GrpoConfig:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method not in GRPO_METHODS:
+        raise ValueError(f"method must be one of {GRPO_METHODS}, got {method!r}")
     return cfg.grpo if method == "grpo" else cfg.mpgrpo
 
 
@@ -558,12 +453,12 @@ def build_trainer(cfg: Config, method: str, model: Any, processor: Any, train: A
                          validation_seed=cfg.seed)
 
 
-def run_grpo(cfg: Config, method: str, task: str, init_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path,
-             metrics_dir: Path | None = None, root: Path | None = None,
-             callbacks: list[Any] | None = None) -> TrainResult:
-    """Train `init_dir` with (mixed-policy) GRPO on data_dir/<task>/train; save the best-on-validation model."""
+def run_grpo(cfg: Config, method: str, task: str, paths: RunPaths, callbacks: list[Any] | None = None
+             ) -> TrainResult:
+    """Train the method's start model (grpo.init) with (mixed-policy) GRPO on the task's train split; save the
+    best-on-validation model to paths.model(method, task)."""
     gcfg = section_config(cfg, method)
-    root = root or Path.cwd()
+    work_dir = paths.work(method, task)
     curve: list[dict[str, float]] = []
 
     def build(inputs: TrainerInputs) -> AudioGRPOTrainer:
@@ -571,16 +466,12 @@ def run_grpo(cfg: Config, method: str, task: str, init_dir: Path, data_dir: Path
                  CurveMetrics(inputs.run, method, curve)]
         # the caller's callbacks first: a test's fault injection runs before our guard looks
         return build_trainer(cfg, method, inputs.model, inputs.processor, inputs.train, inputs.validation, work_dir,
-                             root, [*(callbacks or []), *extra])
+                             paths.root, [*(callbacks or []), *extra])
 
     def write_curve() -> list[Path]:
-        return [atomic_write_text(metrics_dir / f"{task}.curve.csv", curve_csv(curve))] if metrics_dir else []
+        return [atomic_write_text(paths.curve(method, task), curve_csv(curve))]
 
     about = f" x {gcfg.num_generations} completions ({gcfg.num_off_policy} off-policy per group)"
-    job = TrainingJob(cfg, method, task, gcfg, init_dir, data_dir, out_dir, work_dir,
-                      metrics_dir / f"{task}.train.json" if metrics_dir else None, about)
+    job = TrainingJob(cfg, method, task, gcfg, paths.start_model(cfg, method, task), paths.prepared,
+                      paths.model(method, task), work_dir, paths.train_summary(method, task), about)
     return run_training(job, build, write_curve)
-
-
-def init_dir_for(cfg: Config, method: str, task: str, models: Path) -> Path:
-    return models / "base" if section_config(cfg, method).init == "base" else models / "sft" / task

@@ -37,6 +37,7 @@ from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from steps.core.config import Config, SftConfig
+from steps.core.paths import RunPaths
 from steps.core.tracking import StageRun
 from steps.evaluation.metrics import corpus_bleu
 from steps.modeling.batches import encode_for_training, model_inputs
@@ -149,15 +150,16 @@ class AudioSFTTrainer(SFTTrainer):
         save_in_model_layout(self.model, lambda: super(AudioSFTTrainer, self)._save(output_dir, state_dict))
 
 
-def run_sft(cfg: Config, task: str, base_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path,
-            metrics_path: Path | None = None, callbacks: list[Any] | None = None, *, method: str = "sft",
+def run_sft(cfg: Config, task: str, paths: RunPaths, callbacks: list[Any] | None = None, *, method: str = "sft",
             settings: SftConfig | None = None, extra_summary: dict[str, Any] | None = None) -> TrainResult:
-    """Fine-tune `base_dir` on data_dir/<task>/train and save the best-on-validation model to `out_dir`.
+    """Fine-tune the method's start model on the task's train split and save the best-on-validation model to
+    paths.model(method, task).
 
     `callbacks` are extra transformers TrainerCallbacks (tests use them to interrupt or poison training). `method`
     and `settings` name the stage and its section (run_sft_matched: sft_matched, with the matched max_steps).
     """
     s = settings or cfg.sft
+    work_dir = paths.work(method, task)
 
     def build(inputs: TrainerInputs) -> AudioSFTTrainer:
         model = inputs.model
@@ -168,7 +170,8 @@ def run_sft(cfg: Config, task: str, base_dir: Path, data_dir: Path, out_dir: Pat
                                data_collator=AudioSftCollator(inputs.processor, adapter_for(model)),
                                callbacks=[*extra, *(callbacks or [])])
 
-    job = TrainingJob(cfg, method, task, s, base_dir, data_dir, out_dir, work_dir, metrics_path,
+    job = TrainingJob(cfg, method, task, s, paths.start_model(cfg, method, task), paths.prepared,
+                      paths.model(method, task), work_dir, paths.train_summary(method, task),
                       extra_summary=extra_summary or {})
     return run_training(job, build)
 
@@ -188,10 +191,10 @@ def measured_compute(path: Path, figure: str, stage: str) -> dict[str, Any]:
     return compute
 
 
-def matched_steps(cfg: Config, task: str, metrics_dir: Path) -> tuple[int, dict[str, Any]]:
+def matched_steps(cfg: Config, task: str, paths: RunPaths) -> tuple[int, dict[str, Any]]:
     """sft_matched's max_steps, round(GRPO's figure / SFT's figure per step), and the record of how it followed."""
     figure = cfg.sft_matched.compute
-    grpo_path, sft_path = metrics_dir / "grpo" / f"{task}.train.json", metrics_dir / "sft" / f"{task}.train.json"
+    grpo_path, sft_path = paths.train_summary("grpo", task), paths.train_summary("sft", task)
     grpo = measured_compute(grpo_path, figure, f"grpo@{task}")
     sft = measured_compute(sft_path, figure, f"sft@{task}")
     per_step = sft[figure] / sft["train_steps"]
@@ -202,15 +205,13 @@ def matched_steps(cfg: Config, task: str, metrics_dir: Path) -> tuple[int, dict[
                    f"sft_{figure}_per_step": round(per_step, 2), "max_steps": steps}
 
 
-def run_sft_matched(cfg: Config, task: str, sft_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path,
-                    metrics_dir: Path, callbacks: list[Any] | None = None) -> TrainResult:
-    """Continue SFT from `sft_dir` (models/sft/<task>) for the compute GRPO measured (see the module docstring);
-    writes metrics_dir/sft_matched/<task>.train.json."""
-    steps, matched = matched_steps(cfg, task, metrics_dir)
+def run_sft_matched(cfg: Config, task: str, paths: RunPaths, callbacks: list[Any] | None = None) -> TrainResult:
+    """Continue SFT from models/sft/<task> for the compute GRPO measured (see the module docstring); writes
+    metrics/sft_matched/<task>.train.json."""
+    steps, matched = matched_steps(cfg, task, paths)
     figure = matched["compute"]
     print(f"sft_matched[{task}]: {steps} steps = GRPO's {figure} {matched['grpo'][figure]} / SFT's "
           f"{matched[f'sft_{figure}_per_step']} per step", flush=True)
     settings = dataclasses.replace(cfg.sft_matched, max_steps=steps)
-    return run_sft(cfg, task, sft_dir, data_dir, out_dir, work_dir,
-                   metrics_dir / "sft_matched" / f"{task}.train.json", callbacks, method="sft_matched",
-                   settings=settings, extra_summary={"matched": matched})
+    return run_sft(cfg, task, paths, callbacks, method="sft_matched", settings=settings,
+                   extra_summary={"matched": matched})

@@ -34,8 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from steps.core.config import TRAIN_VOICES_SPLIT, Config, EvaluateConfig
+from steps.core.config import MODELS, TRAIN_VOICES_SPLIT, Config, EvaluateConfig
 from steps.core.io import write_json, write_jsonl
+from steps.core.paths import RunPaths
 from steps.core.tracking import stage_run
 from steps.data.noise import add_noise, seeded_rng
 from steps.data.splits import evaluation_set
@@ -45,7 +46,6 @@ from steps.modeling.encoder_speedups import encoder_outputs_reused
 from steps.modeling.generation import GenerationSettings, generate
 from steps.modeling.loading import load_model_and_processor, torch_threads
 
-PIPELINE_MODELS = ("base", "sft", "grpo", "mpgrpo", "sft_matched")
 # Scores summarised over sampled runs (the numeric corpus_scores fields that are scores, not counts).
 SCORE_KEYS = ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "meteor", "bertscore_f1", "wer")
 
@@ -53,24 +53,10 @@ SCORE_KEYS = ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "meteor", "bertscore
 # --- models -----------------------------------------------------------------------------------------------------------
 
 
-def model_path(cfg: Config, root: Path, name: str, task: str) -> Path:
-    """Where model `name` lives for `task` (relative paths in extra_models are relative to the repo root)."""
-    models = root / cfg.paths.models
-    if name == "base":
-        return models / "base"
-    if name in PIPELINE_MODELS:
-        return models / name / task
-    if name in cfg.evaluate.extra_models:
-        path = Path(cfg.evaluate.extra_models[name]).expanduser()
-        return path if path.is_absolute() else root / path
-    raise ValueError(f"unknown model {name!r}: use one of {[*PIPELINE_MODELS, *cfg.evaluate.extra_models]} "
-                     "(list further checkpoints under evaluate.extra_models in params.yaml)")
-
-
-def available_models(cfg: Config, root: Path, task: str) -> list[str]:
+def available_models(cfg: Config, paths: RunPaths, task: str) -> list[str]:
     """The models (pipeline ones and extras) whose folder exists, in a stable order."""
-    names = [*PIPELINE_MODELS, *cfg.evaluate.extra_models]
-    return [n for n in names if model_path(cfg, root, n, task).is_dir()]
+    extra = cfg.evaluate.extra_models
+    return [n for n in (*MODELS, *extra) if paths.model(n, task, extra).is_dir()]
 
 
 # --- decoding ---------------------------------------------------------------------------------------------------------
@@ -277,17 +263,17 @@ def reference_set(cfg: Config, data_dir: Path, task: str) -> Any | None:
 # --- stage ------------------------------------------------------------------------------------------------------------
 
 
-def run_evaluate(cfg: Config, name: str, task: str, model_dir: Path, data_dir: Path, out_dir: Path
-                 ) -> dict[str, Any]:
-    """Evaluate the model in `model_dir` as `name` on `task`; writes out_dir/<task>.json and .predictions.jsonl."""
+def run_evaluate(cfg: Config, name: str, task: str, paths: RunPaths) -> dict[str, Any]:
+    """Evaluate model `name` (base, a method or an extra model) on `task`; writes metrics/<name>/<task>.json and
+    .predictions.jsonl."""
     ecfg = cfg.evaluate
+    model_dir, data_dir = paths.model(name, task, ecfg.extra_models), paths.prepared
     if not model_dir.is_dir():
         raise FileNotFoundError(f"model {name!r} not found at {model_dir}; train it first (`dvc repro`) or fix "
                                 "evaluate.extra_models")
     dataset = evaluation_set(data_dir, task, ecfg.split, ecfg.limit)
     refs = list(dataset["reference"])
-    metrics_path = out_dir / f"{task}.json"
-    predictions_path = out_dir / f"{task}.predictions.jsonl"
+    metrics_path, predictions_path = paths.evaluation(name, task), paths.predictions(name, task)
     with torch_threads(ecfg.threads), stage_run(cfg, stage="evaluate", task=task, method=name) as run:
         model, processor = load_model_and_processor(model_dir, cfg.model)
         decoded = decode_all(model, processor, dataset, ecfg, cfg.seed)

@@ -18,6 +18,7 @@ from typing import Any
 
 from steps.core.config import TASKS, Config
 from steps.core.io import atomic_write_text, read_jsonl, write_json
+from steps.core.paths import RunPaths, evaluation_file, predictions_file
 from steps.evaluation.significance import clustered_paired_bootstrap
 from steps.reporting.analysis import ALPHA, PAPER_GAINS, verdict
 from steps.reporting.evaluations import LABELS, METHODS
@@ -33,7 +34,7 @@ SCORE_TABLES = {"runs": "bleu", "swapped": "bleu_swapped", "sampled": "bleu_samp
 
 def scores_of(metrics_dir: Path, method: str, task: str) -> dict[str, float | None]:
     """Each SCORE_TABLES score (None when not computed) from an evaluate stage's metrics/<method>/<task>.json."""
-    path = metrics_dir / method / f"{task}.json"
+    path = evaluation_file(metrics_dir, method, task)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: evaluate {method} on {task} first (`dvc repro`)")
     data = json.loads(path.read_text(encoding="utf-8"))
@@ -44,14 +45,14 @@ def scores_of(metrics_dir: Path, method: str, task: str) -> dict[str, float | No
 
 def collect(cfg: Config, root: Path, runs_dir: Path, tasks: tuple[str, ...] = TASKS) -> dict[str, Any]:
     """seeds.json's content: the pipeline's seed from metrics/, every extra seed from runs_dir/seed-<n>/metrics."""
-    pipeline_metrics = root / cfg.paths.metrics
+    dirs = seed_metrics_dirs(cfg, root, runs_dir)
     seeds = [cfg.seed, *cfg.sweep.seeds]
     tables: dict[str, dict[str, dict[str, dict[str, float | None]]]] = {t: {} for t in SCORE_TABLES}
     for seed in seeds:
-        metrics = pipeline_metrics if seed == cfg.seed else runs_dir / f"seed-{seed}" / "metrics"
+        metrics = dirs[str(seed)]
         for method in METHODS:
             # the base model is shared by every seed: its scores are the pipeline's
-            source = pipeline_metrics if method == "base" else metrics
+            source = dirs[str(cfg.seed)] if method == "base" else metrics
             for task in tasks:
                 for table, value in scores_of(source, method, task).items():
                     tables[table].setdefault(str(seed), {}).setdefault(method, {})[task] = value
@@ -66,8 +67,14 @@ class NoOutputs(ValueError):
 
 def seed_metrics_dirs(cfg: Config, root: Path, runs_dir: Path) -> dict[str, Path]:
     """Each seed's metrics folder: the pipeline's metrics/ for its own seed, runs_dir/seed-<n>/metrics for the rest."""
-    return {str(s): root / cfg.paths.metrics if s == cfg.seed else runs_dir / f"seed-{s}" / "metrics"
+    paths = RunPaths.of(cfg, root)
+    return {str(s): (paths if s == cfg.seed else paths.under(seed_folder(runs_dir, s))).metrics
             for s in (cfg.seed, *cfg.sweep.seeds)}
+
+
+def seed_folder(runs_dir: Path, seed: int) -> Path:
+    """One extra seed's models and metrics (sweeps/runs/seed-<n>)."""
+    return runs_dir / f"seed-{seed}"
 
 
 def outputs_by_example(dirs: Mapping[str, Path], method: str, task: str, decoding: str
@@ -76,7 +83,7 @@ def outputs_by_example(dirs: Mapping[str, Path], method: str, task: str, decodin
     outputs: dict[str, list[str]] = {}
     refs: dict[str, str] = {}
     for seed, metrics in dirs.items():
-        path = metrics / method / f"{task}.predictions.jsonl"
+        path = predictions_file(metrics, method, task)
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found (seed {seed}): evaluate {method} on {task} first")
         for row in read_jsonl(path):

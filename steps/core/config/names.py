@@ -1,0 +1,21 @@
+"""The names every stage shares: splits, tasks, data pools, post-training methods, rewards."""
+
+from __future__ import annotations
+
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+# The test texts spoken again by training speakers (synth.test_train_voices): the clean reference of the test's
+# held-out conditions (evaluate.conditions). Prepared like a split; sources that lack it simply have none.
+TRAIN_VOICES_SPLIT = "test_train_voices"
+DATA_SPLITS: tuple[str, ...] = (*SPLITS, TRAIN_VOICES_SPLIT)
+TASKS: tuple[str, ...] = ("sqa", "ast")  # what SFT, GRPO and the evaluation post-train and score
+POOLS: tuple[str, ...] = (*TASKS, "pretrain")  # the data pools synth and prepare make (pretrain: ASR + AST)
+# The post-training methods, in the order the report lists them; `base` (the pretrain stage's model) is evaluated
+# beside them. sft_matched is trained after GRPO (it matches GRPO's measured compute).
+SFT_METHODS: tuple[str, ...] = ("sft", "sft_matched")
+GRPO_METHODS: tuple[str, ...] = ("grpo", "mpgrpo")
+METHODS: tuple[str, ...] = ("sft", "sft_matched", *GRPO_METHODS)
+MODELS: tuple[str, ...] = ("base", *METHODS)  # every model the pipeline evaluates
+RESOLVED_CONFIG_NAME = "resolved_params.yaml"
+# The rewards steps.training.rewards registers, by name: listed here so that validating params.yaml needs no metric
+# library (the synth stage must not depend on the metrics); a test keeps the two lists equal.
+REWARD_NAMES: tuple[str, ...] = ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "meteor", "exact_match")

@@ -1,0 +1,88 @@
+"""What the test modules share (no test module imports another): the micro configs of each trainer, the paths of a
+micro workspace (tests/tiny_sallm.workspace), and callbacks that interrupt training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from steps.core.config import Config, config_from_dict
+from steps.core.paths import RunPaths
+
+TASK = "ast"  # the task tests.tiny_sallm.workspace prepares by default
+
+
+def micro_paths(root: Path) -> RunPaths:
+    """The paths of a workspace laid out by tests.tiny_sallm.workspace (the default `paths` under `root`)."""
+    return RunPaths.of(Config(), root)
+
+
+def sft_micro_config(**sft: Any) -> Config:
+    settings = {"max_steps": 20, "eval_every": 10, "batch_size": 4, "lr": 3e-3, "warmup_ratio": 0.0,
+                "eval_examples": 8, "eval_batch_size": 8, "max_new_tokens": 12, "threads": 1, **sft}
+    return config_from_dict({"sft": settings, "evaluate": {"sampled_runs": 2, "max_new_tokens": 12, "batch_size": 8}})
+
+
+def grpo_micro_config(**grpo: Any) -> Config:
+    settings = {"init": "base", "max_steps": 2, "eval_every": 2, "prompts_per_step": 2, "num_generations": 4,
+                "lr": 1e-3, "max_completion_length": 8, "eval_examples": 4, "eval_batch_size": 4,
+                "max_new_tokens": 8, "threads": 1, "beta": 0.02, **grpo}
+    return config_from_dict({"grpo": settings, "mpgrpo": {"num_off_policy": 1}})
+
+
+def run_grpo_micro(root: Path, method: str = "grpo", callbacks: list[Any] | None = None, **grpo: Any) -> Any:
+    from steps.training.grpo_trainer import run_grpo
+
+    return run_grpo(grpo_micro_config(**grpo), method, TASK, micro_paths(root), callbacks)
+
+
+def grpo_micro_trainer(root: Path, method: str = "grpo", **grpo: Any) -> Any:
+    """The audio GRPO trainer of a micro workspace, in training mode (as inside Trainer.train: rollouts are built
+    in training mode), without training."""
+    from steps.data.splits import load_split, training_view
+    from steps.modeling.loading import load_model_and_processor
+    from steps.training.grpo_trainer import build_trainer
+
+    cfg = grpo_micro_config(**grpo)
+    paths = micro_paths(root)
+    model, processor = load_model_and_processor(paths.start_model(cfg, method, TASK), cfg.model)
+    train = training_view(load_split(paths.prepared, TASK, "train"))
+    validation = training_view(load_split(paths.prepared, TASK, "validation"), 4)
+    trainer = build_trainer(cfg, method, model, processor, train, validation, root / "work", root, [])
+    trainer.model.train()
+    return trainer
+
+
+def state_of(model_dir: Path) -> dict[str, torch.Tensor]:
+    """Every tensor a saved model holds."""
+    from safetensors.torch import load_file
+
+    return {k: v for p in sorted(model_dir.glob("*.safetensors")) for k, v in load_file(p).items()}
+
+
+def validation_loss(model_dir: Path, rows: list[dict[str, Any]]) -> float:
+    """The LM loss of the saved model on `rows` (answer-only labels, as SFT trains)."""
+    from steps.modeling.batches import encode_for_training, model_inputs
+    from steps.modeling.families import adapter_for
+    from steps.modeling.loading import load_model_and_processor
+
+    model, processor = load_model_and_processor(model_dir, sft_micro_config().model)
+    adapter = adapter_for(model)
+    batch = encode_for_training(processor, adapter, [r["prompt"] for r in rows], [r["reference"] for r in rows],
+                                [r["audio"] for r in rows])
+    with torch.no_grad():
+        return float(model(**model_inputs(batch, adapter)).loss)
+
+
+def stop_at(step: int) -> Any:
+    """A callback that simulates an interruption (Ctrl-C) once training reaches `step`."""
+    from transformers import TrainerCallback
+
+    class StopAt(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step >= step:
+                raise KeyboardInterrupt
+
+    return StopAt()
