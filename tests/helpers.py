@@ -13,6 +13,22 @@ from steps.core.paths import RunPaths
 
 TASK = "ast"  # the task tests.tiny_sallm.workspace prepares by default
 
+# The whole pipeline at toy sizes: every stage runs its real code (pretraining, SFT, GRPO, MP-GRPO, evaluation,
+# report), a few steps each. The scores mean nothing; the point is that outputs travel and are recognised.
+TOY_SIZES = [
+    *(f"synth.sizes.{pool}.{split}={n}" for pool in ("ast", "sqa") for split, n in (("train", 24), ("validation", 8),
+                                                                                     ("test", 8))),
+    "synth.sizes.pretrain.train=48", "synth.sizes.pretrain.validation=8", "synth.sizes.pretrain.test=8",
+    "pretrain.ctc.steps=20", "pretrain.ctc.batch_size=8", "pretrain.ctc.warmup_steps=2",
+    "pretrain.sallm.steps=20", "pretrain.sallm.batch_size=8", "pretrain.sallm.warmup_steps=2",
+    "pretrain.eval_every=20", "pretrain.curve_examples=8", "pretrain.max_new_tokens=16",
+    "sft.max_steps=4", "sft.batch_size=4", "sft.eval_every=2", "sft.eval_examples=8", "sft.max_new_tokens=16",
+    "grpo.max_steps=2", "grpo.prompts_per_step=2", "grpo.num_generations=4", "grpo.eval_every=2",
+    "grpo.eval_examples=8", "grpo.max_completion_length=16", "grpo.max_new_tokens=16",
+    "evaluate.sampled_runs=1", "evaluate.max_new_tokens=16",
+    "report.bootstrap_samples=100",
+]
+
 
 def micro_paths(root: Path) -> RunPaths:
     """The paths of a workspace laid out by tests.tiny_sallm.workspace (the default `paths` under `root`)."""

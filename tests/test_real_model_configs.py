@@ -1,6 +1,6 @@
 """configs/: the real-model params files load and carry the paper's settings; the DeepSpeed/accelerate files parse.
 
-    pytest tests/test_configs.py
+    pytest tests/test_real_model_configs.py
 """
 
 from __future__ import annotations

@@ -1,26 +1,13 @@
-"""Supervised fine-tuning of the base SALLM on one task (the paper's baseline), with TRL's SFTTrainer; and the
-equal-compute control `sft_matched`, SFT continued from the SFT model for as much compute as GRPO spent.
+"""Supervised fine-tuning on one task with TRL's SFTTrainer (the paper's baseline), and the equal-compute control
+`sft_matched`: SFT continued from models/sft/<task> for as much compute as GRPO measured.
 
-Starts from models/base (the pretrain stage's model, or its pointer to a real checkpoint) and trains on
-data/prepared/<task>/train: the prompt with its audio goes through the processor, the loss covers the answer (+ EOS)
-only, padding is on the right. LoRA or full fine-tuning and the freeze switches come from `model` in params.yaml
-(steps.modeling.loading.apply_finetune_switches); optimiser settings from `sft`.
+The prompt with its audio goes through the processor, the loss covers the answer (+ EOS) only, padding is on the
+right (TRL's multimodal collator handles images only). Validation loss and BLEU every `eval_every` steps; the best
+checkpoint on validation BLEU is kept (resuming, saving and registering: steps/training/runner.py).
 
-Every `sft.eval_every` steps: validation loss and BLEU (`sft.eval_decoding`) on a fixed validation subset (the first
-`sft.eval_examples` examples); the checkpoint kept is the best on validation BLEU (as in the paper). Resuming,
-saving and registration are the shared skeleton's (steps/training/runner.py); the model is registered in MLflow as
-`speech-grpo-<task>-sft`.
-
-sft_matched (`run_sft_matched`): GRPO (grpo.init: sft) trains `grpo.max_steps` more optimiser steps on top of SFT,
-so its gain over SFT could be more training alone. This control starts from models/sft/<task>, trains with the
-`sft_matched` settings (= `sft` plus what that section overrides) and runs
-max_steps = round(GRPO's `compute.<sft_matched.compute>` / SFT's figure per optimiser step), both measured
-(metrics/grpo/<task>.train.json, metrics/sft/<task>.train.json; the same data and batch size make SFT's tokens per
-step a good predictor of the control's). Tokens through the training loss (forward + backward) are the default
-figure: GRPO's rollouts, reference and old-policy passes are forward-only and are recorded beside it
-(`compute.rollout_tokens`), not matched. Checkpoint selection as SFT's (validation BLEU); registered as
-`speech-grpo-<task>-sft_matched`; metrics/sft_matched/<task>.train.json holds its own measured compute and, under
-`matched`, the GRPO figures it matched and how max_steps followed from them.
+sft_matched: max_steps = round(GRPO's measured `compute.<sft_matched.compute>` / SFT's figure per optimiser step)
+(metrics/{grpo,sft}/<task>.train.json); GRPO's forward-only passes (rollouts, reference) are recorded beside it, not
+matched. Its summary records, under `matched`, the GRPO figures and how max_steps followed from them.
 """
 
 from __future__ import annotations

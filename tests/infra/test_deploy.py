@@ -1,7 +1,7 @@
 """flows/deploy.py: the pipeline deployed to a Prefect `process` work pool and run by a real worker.
 
-    pytest tests/test_deploy.py              # the deployment object and its options, no server
-    pytest tests/test_deploy.py -m slow      # a real Prefect server and worker on 127.0.0.1, one cheap stage
+    pytest tests/infra/test_deploy.py              # the deployment object and its options, no server
+    pytest tests/infra/test_deploy.py -m slow      # a real Prefect server and worker on 127.0.0.1, one cheap stage
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ import yaml
 
 from flows import deploy, workspace
 from tests.conftest import REPO
-from tests.servers import BIN, HOST, env_with_bin, free_port, http_ok, running, wait_until
+from tests.infra.servers import BIN, HOST, env_with_bin, free_port, http_ok, running, wait_until
+
+pytestmark = pytest.mark.infra  # real servers, a DVC remote, the dependency sets: tests/infra/
 
 POOL = "speech-grpo-test"
 # The synth stage only, at a few clips per split: the point is where the run executes, not what it computes.

@@ -1,7 +1,7 @@
 """A shared DVC remote: machine A reproduces the pipeline and pushes; a second clone pulls and has nothing to rerun.
 
-    pytest tests/test_dvc_remote.py              # the small params validate
-    pytest tests/test_dvc_remote.py -m slow      # the whole pipeline at toy sizes in a clone, then two pulls
+    pytest tests/infra/test_dvc_remote.py              # the small params validate
+    pytest tests/infra/test_dvc_remote.py -m slow      # the whole pipeline at toy sizes in a clone, then two pulls
                                                  # (7.4 min on 2 shared cores: the repro 6.8 min, 20 stages)
 
 The round trip that matters on a team: what one machine computed (data, models, metrics, reports) another gets by
@@ -23,23 +23,11 @@ import pytest
 from flows import workspace
 from steps.core.config import load_config
 from tests.conftest import REPO
-from tests.servers import BIN, HOST, env_with_bin, free_port, http_ok, running
+from tests.helpers import TOY_SIZES
+from tests.infra.servers import BIN, HOST, env_with_bin, free_port, http_ok, running
 
-# The whole pipeline at toy sizes: every stage runs its real code (pretraining, SFT, GRPO, MP-GRPO, evaluation,
-# report), a few steps each. The scores mean nothing; the point is that outputs travel and are recognised.
-SMALL = [
-    *(f"synth.sizes.{pool}.{split}={n}" for pool in ("ast", "sqa") for split, n in (("train", 24), ("validation", 8),
-                                                                                     ("test", 8))),
-    "synth.sizes.pretrain.train=48", "synth.sizes.pretrain.validation=8", "synth.sizes.pretrain.test=8",
-    "pretrain.ctc.steps=20", "pretrain.ctc.batch_size=8", "pretrain.ctc.warmup_steps=2",
-    "pretrain.sallm.steps=20", "pretrain.sallm.batch_size=8", "pretrain.sallm.warmup_steps=2",
-    "pretrain.eval_every=20", "pretrain.curve_examples=8", "pretrain.max_new_tokens=16",
-    "sft.max_steps=4", "sft.batch_size=4", "sft.eval_every=2", "sft.eval_examples=8", "sft.max_new_tokens=16",
-    "grpo.max_steps=2", "grpo.prompts_per_step=2", "grpo.num_generations=4", "grpo.eval_every=2",
-    "grpo.eval_examples=8", "grpo.max_completion_length=16", "grpo.max_new_tokens=16",
-    "evaluate.sampled_runs=1", "evaluate.max_new_tokens=16",
-    "report.bootstrap_samples=100",
-]
+pytestmark = pytest.mark.infra  # real servers, a DVC remote, the dependency sets: tests/infra/
+
 # What every dvc command here is given: the main pipeline. Without a target `dvc status` also checks the seed sweep
 # (sweeps/dvc.yaml), which this test does not run (and `dvc pull` would fail on its outputs, pushed by nobody).
 TARGETS: tuple[str, ...] = ("dvc.yaml",)
@@ -47,12 +35,12 @@ DVC = str(BIN / "dvc")
 
 
 def test_the_small_params_are_valid() -> None:
-    cfg = load_config(REPO / "params.yaml", SMALL)
+    cfg = load_config(REPO / "params.yaml", TOY_SIZES)
     assert cfg.grpo.max_steps == 2 and cfg.evaluate.sampled_runs == 1
 
 
 def _env() -> dict[str, str]:
-    env = env_with_bin({"SPEECH_GRPO_TRACKING": "off",  # MLflow is not the point here (tests/test_mlflow_server.py)
+    env = env_with_bin({"SPEECH_GRPO_TRACKING": "off",  # MLflow is tested in tests/infra/test_mlflow_server.py
                         # Hermetic S3 client: no credentials or config from this machine's ~/.aws, no metadata service
                         "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
                         "AWS_EC2_METADATA_DISABLED": "true"})
@@ -89,7 +77,7 @@ def machine_a(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     base = tmp_path_factory.mktemp("remote")
     root, remote = base / "a", base / "shared-remote"
     _git("clone", "-q", str(REPO), str(root), cwd=REPO)
-    workspace.write_overrides(root / "params.yaml", SMALL)
+    workspace.write_overrides(root / "params.yaml", TOY_SIZES)
     _sh(DVC, "remote", "add", "-d", "shared", str(remote), cwd=root)  # .dvc/config: committed, the team's remote
     _git("add", "-A", cwd=root)
     _git("commit", "-qm", "small params, shared remote", cwd=root)

@@ -1,7 +1,7 @@
 """flows/: stage order from DVC, running a stage through DVC, overrides, and the whole flow through a Prefect API.
 
-    pytest tests/test_flow.py              # fast part: a toy DVC repo, no Prefect server
-    pytest tests/test_flow.py -m slow      # the flow end to end in a clone of this repo (tiny sizes), ~1-2 min
+    pytest tests/infra/test_flow.py              # fast part: a toy DVC repo, no Prefect server
+    pytest tests/infra/test_flow.py -m slow      # the flow end to end in a clone of this repo (tiny sizes), ~1-2 min
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from flows import workspace
 from flows.dvc_stages import DvcBusy, StageFailed, StageNode, run_stage, select_for_task, stage_graph
 from steps.core.config import ConfigError
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.infra  # real servers, a DVC remote, the dependency sets: tests/infra/
 
 DVC = str(Path(sys.executable).parent / "dvc")
 

@@ -3,7 +3,7 @@
 The GPU set installs as `pip install -r requirements/gpu.txt && pip install --no-deps -e .` (docs/gpu.md), so it must
 repeat every dependency of pyproject.toml and differ only where vLLM forces it.
 
-    pytest tests/test_requirements.py
+    pytest tests/infra/test_requirements.py
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.infra  # real servers, a DVC remote, the dependency sets: tests/infra/
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 

@@ -1,6 +1,6 @@
 """The pipeline's tracking and registry code against a real `mlflow server` (SQLite backend, proxied artifacts).
 
-    pytest tests/test_mlflow_server.py -m slow    # starts `mlflow server` on 127.0.0.1 and a free port
+    pytest tests/infra/test_mlflow_server.py -m slow    # starts `mlflow server` on 127.0.0.1 and a free port
 
 A stage's run (steps.core.tracking.stage_run) logs params, metrics and an artifact, registers a micro SALLM
 (steps.core.registry.register_model) and loads it back (load_registered), all through MLFLOW_TRACKING_URI=http://...;
@@ -21,8 +21,10 @@ import pytest
 # The stage code under test (these modules are expected to move to steps.core: change these lines only).
 from steps.core import registry, tracking
 from steps.modeling.tiny import save
-from tests.servers import BIN, HOST, env_with_bin, free_port, http_ok, running
+from tests.infra.servers import BIN, HOST, env_with_bin, free_port, http_ok, running
 from tests.tiny_sallm import build_micro
+
+pytestmark = pytest.mark.infra  # real servers, a DVC remote, the dependency sets: tests/infra/
 
 
 def server_command(store: Path, port: int) -> list[str]:
