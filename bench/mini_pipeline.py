@@ -13,6 +13,7 @@ its mapping is equal (key order aside). The toy sizes are tests/helpers.TOY_SIZE
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import os
@@ -32,6 +33,8 @@ from tests.helpers import TOY_SIZES  # noqa: E402
 OUTPUTS = ("data", "models", "metrics", "reports")
 # Never equal between two runs: wall-clock figures, absolute paths of the clone, rendered reports and plots of them.
 VOLATILE = (".train.json", "pretrain.json", "report.json", "report.md", ".png", "examples.md")
+# Keys of an evaluation file (metrics/<model>/<task>.json) that hold times or paths; the rest must be equal.
+EVALUATION_VOLATILE = {"decode_seconds", "utterances_per_second", "model_path", "encoder_cache"}
 
 
 def run(rev: str, out: Path) -> dict[str, str]:
@@ -55,21 +58,48 @@ def run(rev: str, out: Path) -> dict[str, str]:
 
 def compare(mine: dict[str, str], other_path: Path, out: Path) -> None:
     other = json.loads(other_path.read_text())
-    other_clone = other_path.parent / "clone"
+    here, there = out / "clone", other_path.parent / "clone"
     same, differ, volatile = [], [], []
     for name in sorted(set(mine) | set(other)):
         if mine.get(name) == other.get(name):
             same.append(name)
         elif name.endswith(VOLATILE):
             volatile.append(name)
-        elif name.endswith("resolved_params.yaml") and name in mine and name in other and (
-                yaml.safe_load((out / "clone" / name).read_text()) == yaml.safe_load((other_clone / name).read_text())):
+        elif name in mine and name in other and equal_but_volatile(here / name, there / name):
             same.append(name)
         else:
             differ.append(name)
-    print(f"{len(same)} files equal, {len(differ)} differ, {len(volatile)} hold times or paths (not compared)")
+    print(f"{len(same)} files equal (byte for byte, or but for times, paths and key order), {len(differ)} differ, "
+          f"{len(volatile)} hold times or paths (not compared)")
     for name in differ:
-        print(f"  differs: {name}")
+        extra = f": max |difference| {max_weight_difference(here / name, there / name):.3g}" \
+            if name.endswith(".safetensors") and name in mine and name in other else ""
+        print(f"  differs: {name}{extra}")
+
+
+def equal_but_volatile(a: Path, b: Path) -> bool:
+    """Files that differ in bytes but not in what they say: a resolved_params.yaml (key order), an evaluation file
+    (times, paths), the pretraining curve (minutes)."""
+    if a.name == "resolved_params.yaml":
+        return yaml.safe_load(a.read_text()) == yaml.safe_load(b.read_text())
+    if a.suffix == ".json" and a.parent.parent.name == "metrics":
+        x, y = (json.loads(p.read_text()) for p in (a, b))
+        return without(x, EVALUATION_VOLATILE) == without(y, EVALUATION_VOLATILE)
+    if a.name == "learning_curve.csv":
+        x, y = (list(csv.DictReader(p.open())) for p in (a, b))
+        return [without(r, {"minutes"}) for r in x] == [without(r, {"minutes"}) for r in y]
+    return False
+
+
+def without(row: dict, keys: set[str]) -> dict:
+    return {k: v for k, v in row.items() if k not in keys}
+
+
+def max_weight_difference(a: Path, b: Path) -> float:
+    from safetensors.torch import load_file
+
+    x, y = load_file(a), load_file(b)
+    return max(float((x[k].double() - y[k].double()).abs().max()) for k in x)
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from steps.reporting.paper_settings import settings_vs_paper
 # The paper's columns (BLEU, BERTScore, ROUGE-1/2/L, METEOR) plus chrF, in the paper's order.
 TABLE_METRICS = (("bleu", "BLEU"), ("bertscore_f1", "BERTScore"), ("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"),
                  ("rougeL", "ROUGE-L"), ("meteor", "METEOR"), ("chrf", "chrF"))
-# Where evaluate.py records why a metric was not computed (signatures.<prefix>_skipped).
+# Where the evaluator (steps/evaluation/evaluator.py) records why a metric was skipped (signatures.<prefix>_skipped).
 SKIP_KEYS = {"bertscore_f1": "bertscore_skipped", "meteor": "meteor_skipped"}
 # A model that listens loses most of its score when each example gets another example's audio.
 LISTENING_MAX_RATIO = 0.5

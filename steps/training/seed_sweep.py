@@ -7,7 +7,7 @@ audio, `sweep.sampled_runs` sampled passes), into sweeps/runs/seed-<n>/{models,m
 order, the sampled rollouts and dropout; the base model is not pretrained again (pretraining is a third of the
 pipeline), so the spread measures post-training, and the base row is the same number in every seed.
 
-Writes sweeps/seeds.json and sweeps/seeds.md (steps/reporting/seeds.py); `python -m steps.report --readme` copies
+Writes sweeps/seeds.json and sweeps/seeds.md (steps/reporting/seed_tables.py); `python -m steps.report --readme` copies
 the table into the README. Training runs are tagged `sweep_seed` in MLflow and their models are not registered (the
 registry holds the pipeline's models).
 """
