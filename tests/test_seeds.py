@@ -120,6 +120,11 @@ def test_pooled_tests_keep_every_seed_and_run_of_an_example_together(tmp_path: P
     matched = {(t["decoding"], t["system"]): t for t in pooled if t["baseline"] == "sft_matched"}
     assert matched[("greedy", "grpo")]["delta"] > 0 and matched[("greedy", "grpo")]["outputs_per_example"] == 2
     assert tests[("greedy", "grpo")]["outputs_per_example"] == 2  # one greedy output per seed
-    assert tests[("sampled", "grpo")]["outputs_per_example"] == 3  # the pipeline's 2 runs + seed 8's one
+    # the pipeline's 2 runs and seed 8's one: each seed gives the fewest any has, so that no seed weighs more
+    assert tests[("sampled", "grpo")]["runs_per_seed"] == 1 and tests[("sampled", "grpo")]["outputs_per_example"] == 2
+    grpo = tests[("greedy", "grpo")]
+    assert grpo["clusters"] == "seeds x examples" and grpo["test"] == "two-sided" and grpo["seeds"] == ["3", "8"]
+    assert grpo["family_size"] == 8 and grpo["p_holm"] >= grpo["p_value"]  # one family: the whole pooled table
+    assert grpo["fixed_seeds"]["p_value"] <= grpo["p_value"] and grpo["delta_ci95"][0] <= grpo["delta"]
     assert tests[("greedy", "grpo")]["n"] == 12 and tests[("greedy", "grpo")]["delta"] > 0
     assert tests[("sampled", "mpgrpo")]["paper_gain"] == pytest.approx(0.97)
