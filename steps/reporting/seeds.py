@@ -145,7 +145,7 @@ def pooled_markdown(pooled: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[s
     if not pooled:
         return []
     rows = [[task.upper(), t["decoding"], f"{LABELS[t['system']]} vs {LABELS[t['baseline']]}",
-             *([f"skipped: {t['skipped']}", *[""] * 9] if "skipped" in t else [
+             *([f"skipped: {t['skipped']}", *[""] * 8] if "skipped" in t else [
                  str(t["n"]), f"{len(t['seeds'])} x {t['runs_per_seed']}", fmt(t["baseline_bleu"]),
                  fmt(t["system_bleu"]), delta_cell(t), fmt_p(t["p_value"]), fmt_p(t["p_holm"]), mde_cell(t),
                  "" if t.get("paper_gain") is None else f"{t['paper_gain']:+.2f}"])]
