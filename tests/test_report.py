@@ -195,13 +195,18 @@ def test_significance_better_system_significant_identical_not(full):
         assert t["n"] == N and t["n_samples"] == 200
         assert t["baseline_ci95"][0] <= t["baseline_ci95"][1] and t["system_ci95"][0] <= t["system_ci95"][1]
     better = tests[("grpo", "sft")]  # right on every example vs right on half
-    assert better["delta"] > 0 and better["p_value"] < 0.05 and better["significant"]
-    assert better["verdict"] == "significant at p<0.05: GRPO higher than SFT"
+    assert better["delta"] > 0 and better["p_value"] == pytest.approx(1 / 201) and better["significant"]
+    assert better["p_holm"] == pytest.approx(7 / 201)  # the smallest p of a family of 7: times 7
+    assert better["verdict"] == "significant (two-sided, Holm: p < 0.05): GRPO higher than SFT"
+    assert better["family"] == "ast greedy" and better["family_size"] == 7 and better["test"] == "two-sided"
+    assert better["delta_ci95"][0] > 0 and better["mde_holm"] > better["mde"] > 0  # alpha / 7 needs more
     same = tests[("mpgrpo", "grpo")]  # the very same outputs
-    assert same["delta"] == 0 and same["p_value"] == 1.0 and not same["significant"]
+    assert same["delta"] == 0 and same["p_value"] == 1.0 and same["p_holm"] == 1.0 and not same["significant"]
     assert same["verdict"].startswith("not significant")
     md = (full[0] / "report.md").read_text()
-    assert "| MP-GRPO vs GRPO |" in md and "not significant (p >= 0.05)" in md
+    assert "| MP-GRPO vs GRPO |" in md and "not significant (two-sided, Holm: p >= 0.05)" in md
+    assert "| p (two-sided) | p (two-sided, Holm) | MDE 80% (alone / Holm) |" in md
+    assert "adjusted over the 7 comparisons of this table" in md
 
 
 def test_grpo_is_compared_with_sft_of_matched_compute_and_the_compute_is_shown(full):
@@ -447,8 +452,11 @@ def test_readme_table_and_marker_replacement(full, tmp_path):
     # SFT: the paper's decoding (sampled mean +- std, swapped), then greedy (real, swapped)
     assert "| SFT | 29.00 ± 0.50 | 2.50 | " in table and "| 30.00 | 3.00 | " in table
     assert "(vs Base)" in table and "(vs GRPO)" in table
-    assert table.startswith("**SQA**\n\n| method | BLEU (paper's decoding) | swapped audio | p vs previous | BLEU "
-                            "greedy | swapped audio | p vs previous |")
+    # the Holm-adjusted p: SFT vs Base's raw p is 1/201, the smallest of 7 in its family
+    sft = next(t for t in data["tasks"]["sqa"]["significance"] if (t["baseline"], t["system"]) == ("base", "sft"))
+    assert sft["p_value"] == pytest.approx(1 / 201) and "| 0.035 (vs Base) |" in table
+    assert table.startswith("**SQA**\n\n| method | BLEU (paper's decoding) | swapped audio | p vs previous "
+                            "(two-sided, Holm) | BLEU greedy | swapped audio | p vs previous (two-sided, Holm) |")
     assert "**AST**" in table
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\nbefore\n{MARK_BEGIN}\nold table\n{MARK_END}\nafter\n")
@@ -478,7 +486,8 @@ def test_command_line(tmp_path, monkeypatch):
     main(["--params", str(params), "-S", "report.bootstrap_samples=150", "-S", "report.examples=2"])
     saved = json.loads((tmp_path / "reports" / "report.json").read_text())
     assert saved["bootstrap"] == {"metric": "bleu", "hypotheses": "greedy", "n_samples": 150, "seed": 3,
-                                  "alpha": 0.05}
+                                  "alpha": 0.05, "test": "two-sided", "correction": "holm",
+                                  "family": "each task and decoding", "power": 0.8}
     assert len(saved["tasks"]["ast"]["example_ids"]) == 2
     (tmp_path / "README.md").write_text("# none\n")
     with pytest.raises(SystemExit, match="report:begin"):

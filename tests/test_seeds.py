@@ -118,6 +118,25 @@ def test_pooled_tests_keep_every_seed_and_run_of_an_example_together(tmp_path: P
     matched = {(t["decoding"], t["system"]): t for t in pooled if t["baseline"] == "sft_matched"}
     assert matched[("greedy", "grpo")]["delta"] > 0 and matched[("greedy", "grpo")]["outputs_per_example"] == 2
     assert tests[("greedy", "grpo")]["outputs_per_example"] == 2  # one greedy output per seed
-    assert tests[("sampled", "grpo")]["outputs_per_example"] == 3  # the pipeline's 2 runs + seed 8's one
+    # the pipeline's 2 runs and seed 8's one: each seed gives the fewest any has, so that no seed weighs more
+    assert tests[("sampled", "grpo")]["runs_per_seed"] == 1 and tests[("sampled", "grpo")]["outputs_per_example"] == 2
+    grpo = tests[("greedy", "grpo")]
+    assert grpo["clusters"] == "seeds x examples" and grpo["test"] == "two-sided" and grpo["seeds"] == ["3", "8"]
+    assert grpo["family_size"] == 8 and grpo["p_holm"] >= grpo["p_value"]  # one family: the whole pooled table
+    assert grpo["fixed_seeds"]["p_value"] <= grpo["p_value"] and grpo["delta_ci95"][0] <= grpo["delta"]
     assert tests[("greedy", "grpo")]["n"] == 12 and tests[("greedy", "grpo")]["delta"] > 0
     assert tests[("sampled", "mpgrpo")]["paper_gain"] == pytest.approx(0.97)
+
+
+def test_pooled_table_rows_fit_its_header_skipped_or_not() -> None:
+    from steps.reporting.seed_tables import pooled_markdown
+
+    done = {"baseline": "sft", "system": "grpo", "decoding": "greedy", "n": 12, "seeds": ["3", "8"],
+            "runs_per_seed": 1, "baseline_bleu": 20.0, "system_bleu": 21.5, "delta": 1.5, "delta_ci95": [-0.5, 3.5],
+            "p_value": 0.04, "p_holm": 0.08, "mde": 2.0, "mde_holm": 2.4, "paper_gain": 0.97, "family_size": 2}
+    skipped = {"baseline": "sft", "system": "mpgrpo", "decoding": "sampled", "skipped": "no sampled output"}
+    text = "\n".join(pooled_markdown({TASK: [done, skipped]}))
+    rows = [line for line in text.splitlines() if line.startswith("|")]
+    assert len(rows) == 4 and len({line.count("|") for line in rows}) == 1  # header, rule, a test, a skipped one
+    assert "| +1.50 [-0.50, +3.50] | 0.040 | 0.080 | 2.00 / 2.40 |" in rows[2]
+    assert "adjusted over the 2 comparisons of this table" in text

@@ -1,4 +1,5 @@
-"""The comparison's numbers: scores tables, paired bootstrap significance, the listening check, curve summaries.
+"""The comparison's numbers: scores tables, two-sided paired bootstrap significance (Holm within each table), the
+listening check, curve summaries.
 
 `build_report` turns the evaluations (steps/reporting/evaluations.py) into report.json's data; everything shown in
 report.md and the README is rendered from it (steps/reporting/render.py).
@@ -14,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from steps.core.config import Config
-from steps.evaluation.significance import clustered_paired_bootstrap
+from steps.evaluation.significance import ALPHA, POWER, clustered_paired_bootstrap, holm, minimal_detectable_effect
 from steps.reporting.conditions import conditions_rows
 from steps.reporting.evaluations import LABELS, METHODS, TRAINED_METHODS, Evaluation, number_or_none
 from steps.reporting.paper_settings import settings_vs_paper
@@ -28,7 +29,6 @@ SKIP_KEYS = {"bertscore_f1": "bertscore_skipped", "meteor": "meteor_skipped"}
 LISTENING_MAX_RATIO = 0.5
 # The paper's GRPO - SFT BLEU gain with Granite Speech 2B (PAPER.md): the effect the default should be able to detect.
 PAPER_GAINS = {"sqa": 44.90 - 40.88, "ast": 31.47 - 30.50}
-ALPHA = 0.05
 
 
 # --- tables -----------------------------------------------------------------------------------------------------------
@@ -131,43 +131,52 @@ def comparisons(present: Sequence[str]) -> list[tuple[str, str]]:
 
 def significance(a: Evaluation, b: Evaluation, n_samples: int, seed: int, decoding: str = "greedy",
                  paper_gain: float | None = None) -> dict[str, Any]:
-    """Paired bootstrap of BLEU of system b against baseline a, examples as clusters (with one output per example
-    sacrebleu's test), with a plain-words verdict and the power: the minimal detectable effect at 80% power and the
-    test size at which an effect of `paper_gain` BLEU (the paper's 2B gain of GRPO over SFT) would be detectable."""
+    """Two-sided paired bootstrap of BLEU of system b against baseline a, examples as clusters, with the power of the
+    test (its minimal detectable effect at 80% power). The verdict, the Holm-adjusted p-value and the sizes at the
+    family's level come from `holm_family`, once every comparison of the table is known."""
     hyps_a, hyps_b, refs = paired_by_id(a, b, decoding)
-    test = clustered_paired_bootstrap(hyps_a, hyps_b, refs, n_samples=n_samples, seed=seed)
-    delta = test["delta"]
-    p_value, note = test["p_value"], None
-    # sacrebleu counts resampled differences strictly above the observed one and adds 1, so two systems with no
-    # difference at all get p = 1/(n+1), "significant": no observed difference is never evidence of one.
-    if hyps_a == hyps_b or abs(delta) < 1e-9:
-        p_value, note = 1.0, f"no observed difference; sacrebleu's raw p-value {test['p_value']:.4f} replaced by 1"
-    significant = p_value < ALPHA
+    test = clustered_paired_bootstrap(hyps_a, hyps_b, refs, n_samples=n_samples, seed=seed, alpha=ALPHA)
     n = len(refs)
-    # The MDE scales as 1 / sqrt(examples): the size at which the paper's gain would be the MDE.
-    needed = (None if not paper_gain or test["mde"] <= 0 else math.ceil(n * (test["mde"] / paper_gain) ** 2))
     return {"baseline": a.method, "system": b.method, "metric": "bleu", "decoding": decoding, "n": n,
             "outputs_per_example": test["b"]["outputs"] // n, "clusters": "examples",
-            "baseline_bleu": test["a"]["score"], "system_bleu": test["b"]["score"], "delta": delta,
+            "baseline_bleu": test["a"]["score"], "system_bleu": test["b"]["score"], "delta": test["delta"],
             "baseline_ci95": [test["a"]["ci_low"], test["a"]["ci_high"]],
-            "system_ci95": [test["b"]["ci_low"], test["b"]["ci_high"]],
-            "p_value": p_value, "significant": significant, "verdict": verdict(a.method, b.method, delta, p_value),
-            "delta_se": test["delta_se"], "mde": test["mde"], "paper_gain": paper_gain,
-            "examples_for_paper_gain": needed,
-            "note": note, "n_samples": n_samples, "seed": seed, "signature": test["signature"]}
+            "system_ci95": [test["b"]["ci_low"], test["b"]["ci_high"]], "delta_ci95": test["delta_ci"],
+            "p_value": test["p_value"], "test": "two-sided", "delta_se": test["delta_se"], "mde": test["mde"],
+            "paper_gain": paper_gain, "n_samples": n_samples, "seed": seed, "signature": test["signature"]}
 
 
-def verdict(baseline: str, system: str, delta: float, p_value: float) -> str:
-    if p_value >= ALPHA:
-        return f"not significant (p >= {ALPHA})"
+def holm_family(tests: list[dict[str, Any]], family: str) -> list[dict[str, Any]]:
+    """Holm's correction over one table's comparisons (skipped ones are not tests), in place; returns `tests`.
+
+    Adds `p_holm` (the adjusted p-value, which decides `significant` and the verdict), the family and its size,
+    `mde_holm`: the effect detected with 80% power at alpha / m, the level Holm applies to the family's smallest p, so
+    an effect that large is found whatever the other comparisons give, and `examples_for_paper_gain`: the test size at
+    which the paper's 2B gain would be that MDE (the MDE scales as 1 / sqrt(examples)).
+    """
+    done = [t for t in tests if "skipped" not in t]
+    for t, p_holm in zip(done, holm([t["p_value"] for t in done]), strict=True):
+        mde_holm = minimal_detectable_effect(t["delta_se"], ALPHA / len(done))
+        gain = t.get("paper_gain")
+        t |= {"p_holm": p_holm, "significant": p_holm < ALPHA, "family": family, "family_size": len(done),
+              "verdict": verdict(t["baseline"], t["system"], t["delta"], p_holm), "mde_holm": mde_holm,
+              "examples_for_paper_gain": None if not gain or mde_holm <= 0 else math.ceil(t["n"] * (mde_holm / gain)
+                                                                                           ** 2)}
+    return tests
+
+
+def verdict(baseline: str, system: str, delta: float, p_holm: float) -> str:
+    if p_holm >= ALPHA:
+        return f"not significant (two-sided, Holm: p >= {ALPHA})"
     direction = "higher" if delta > 0 else "lower"
-    return f"significant at p<{ALPHA}: {LABELS[system]} {direction} than {LABELS[baseline]}"
+    return f"significant (two-sided, Holm: p < {ALPHA}): {LABELS[system]} {direction} than {LABELS[baseline]}"
 
 
 def task_significance(evals: Mapping[str, Evaluation], n_samples: int, seed: int, decoding: str = "greedy",
                       task: str | None = None) -> list[dict[str, Any]]:
-    """Every comparison's test on `decoding` outputs (sampled: only where both methods have sampled runs); GRPO and
-    MP-GRPO against SFT (and SFT with matched compute) are sized against the paper's gain on `task`."""
+    """Every comparison's test on `decoding` outputs (sampled: only where both methods have sampled runs), Holm-adjusted
+    over this task and decoding's comparisons (one table of the report); GRPO and MP-GRPO against SFT (and SFT with
+    matched compute) are sized against the paper's gain on `task`."""
     out = []
     for a, b in comparisons(list(evals)):
         missing = [evals[m].predictions_path for m in (a, b) if evals[m].predictions is None]
@@ -180,7 +189,7 @@ def task_significance(evals: Mapping[str, Evaluation], n_samples: int, seed: int
         else:
             gain = PAPER_GAINS.get(task or "") if a in SFT_BASELINES and b in ("grpo", "mpgrpo") else None
             out.append(significance(evals[a], evals[b], n_samples, seed, decoding, gain))
-    return out
+    return holm_family(out, f"{task or 'task'} {decoding}")
 
 
 # --- listening --------------------------------------------------------------------------------------------------------
@@ -281,7 +290,8 @@ def build_report(evaluations: Mapping[str, Mapping[str, Evaluation]],
                  compute: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None) -> dict[str, Any]:
     """Everything report.md shows, as data (report.json); the markdown and the README table are rendered from it."""
     report: dict[str, Any] = {"methods": list(METHODS), "tasks": {}, "bootstrap": {"metric": "bleu", "hypotheses":
-                              "greedy", "n_samples": n_samples, "seed": seed, "alpha": ALPHA},
+                              "greedy", "n_samples": n_samples, "seed": seed, "alpha": ALPHA, "test": "two-sided",
+                              "correction": "holm", "family": "each task and decoding", "power": POWER},
                               "listening_max_ratio": LISTENING_MAX_RATIO}
     for task, evals in evaluations.items():
         present = [m for m in METHODS if m in evals]

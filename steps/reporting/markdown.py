@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -22,3 +22,12 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def delta_cell(t: Mapping[str, Any]) -> str:
+    ci = t.get("delta_ci95")
+    return f"{t['delta']:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+
+
+def mde_cell(t: Mapping[str, Any]) -> str:
+    return fmt(t.get("mde")) + (f" / {fmt(t['mde_holm'])}" if t.get("mde_holm") is not None else "")

@@ -17,7 +17,7 @@ from steps.core.io import atomic_write_text
 from steps.reporting.analysis import CHAIN, LISTENING_MAX_RATIO, TABLE_METRICS
 from steps.reporting.conditions import conditions_markdown
 from steps.reporting.evaluations import CURVE_METHODS, LABELS, METHODS, Evaluation
-from steps.reporting.markdown import fmt, fmt_p, fmt_pct, md_table
+from steps.reporting.markdown import delta_cell, fmt, fmt_p, fmt_pct, md_table, mde_cell
 from steps.reporting.seed_tables import seeds_markdown
 
 TASK_TITLES = {"sqa": "SQA (spoken question answering)", "ast": "AST (speech translation En->De)"}
@@ -124,30 +124,33 @@ def _significance_markdown(tests: Sequence[Mapping[str, Any]], boot: Mapping[str
                            ) -> list[str]:
     what = ("the greedy outputs paired by example id" if decoding == "greedy" else
             "the sampled outputs (the paper's decoding), each example's runs resampled together")
-    out = [f"### Significance, {decoding} (paired bootstrap of BLEU over examples, sacrebleu's statistic, {what}, "
-           f"{boot['n_samples']} resamples, seed {boot['seed']})", ""]
+    out = [f"### Significance, {decoding} (two-sided paired bootstrap of BLEU over examples, {what}, "
+           f"{boot['n_samples']} resamples, seed {boot['seed']}; Holm-adjusted over this table's comparisons)", ""]
     if not tests:
         return [*out, "Only one method evaluated: nothing to compare.", ""]
     rows = []
-    notes = []
     for t in tests:
         name = f"{LABELS[t['system']]} vs {LABELS[t['baseline']]}"
         if "skipped" in t:
-            rows.append([name, *["n/a"] * 8, f"skipped: {t['skipped']}"])
+            rows.append([name, *["n/a"] * 9, f"skipped: {t['skipped']}"])
             continue
         ci_a, ci_b = t["baseline_ci95"], t["system_ci95"]
         needed = t.get("examples_for_paper_gain")
         rows.append([name, fmt(t["baseline_bleu"]), f"[{fmt(ci_a[0])}, {fmt(ci_a[1])}]", fmt(t["system_bleu"]),
-                     f"[{fmt(ci_b[0])}, {fmt(ci_b[1])}]", f"{t['delta']:+.2f}", fmt_p(t["p_value"]), fmt(t.get("mde")),
-                     "" if needed is None else f"{needed} (for {t['paper_gain']:+.2f})", t["verdict"]])
-        if t.get("note"):
-            notes.append(f"- {name}: {t['note']}.")
-    out += [md_table(["comparison", "BLEU baseline", "95% CI", "BLEU system", "95% CI", "delta", "p", "MDE 80%",
+                     f"[{fmt(ci_b[0])}, {fmt(ci_b[1])}]", delta_cell(t), fmt_p(t["p_value"]), fmt_p(t["p_holm"]),
+                     mde_cell(t), "" if needed is None else f"{needed} (for {t['paper_gain']:+.2f})", t["verdict"]])
+    m = next((t["family_size"] for t in tests if "family_size" in t), 0)
+    out += [md_table(["comparison", "BLEU baseline", "95% CI", "BLEU system", "95% CI", "delta [95% CI]",
+                      "p (two-sided)", "p (two-sided, Holm)", "MDE 80% (alone / Holm)",
                       "test examples for the paper's gain", "verdict"], rows), "",
-            "MDE 80%: the smallest BLEU difference this test detects with 80% power at p < 0.05 (2.80 x the "
-            "bootstrap standard error of the difference); the next column: the test size at which the paper's 2B "
-            "GRPO - SFT gain would be that MDE.", ""]
-    return [*out, *notes, *([""] if notes else [])]
+            f"p (two-sided): the share of resamples whose difference lies at least |delta| from delta; Holm: adjusted "
+            f"over the {m} comparisons of this table, and what the verdict uses (significant: below "
+            f"{boot['alpha']:g}). delta's interval is dual to the test (it excludes 0 when p < {boot['alpha']:g}). "
+            f"MDE 80%: the smallest BLEU difference detected with 80% power by the two-sided test at "
+            f"{boot['alpha']:g} alone (2.80 x the bootstrap standard error of delta) / at {boot['alpha']:g}/{m}, the "
+            "level Holm applies to the table's smallest p (so detected whatever the other comparisons give); the next "
+            "column: the test size at which the paper's 2B GRPO - SFT gain would be the Holm MDE.", ""]
+    return out
 
 
 def _listening_markdown(rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -265,15 +268,17 @@ def readme_table(report: Mapping[str, Any]) -> str:
                          fmt(row["bleu"]), fmt(row["bleu_swapped"]),
                          _p_vs_previous(entry.get("significance") or [], m, entry["present"])])
         out += [f"**{task.upper()}**", "",
-                md_table(["method", "BLEU (paper's decoding)", "swapped audio", "p vs previous", "BLEU greedy",
-                          "swapped audio", "p vs previous"], rows), ""]
+                md_table(["method", "BLEU (paper's decoding)", "swapped audio", "p vs previous (two-sided, Holm)",
+                          "BLEU greedy", "swapped audio", "p vs previous (two-sided, Holm)"], rows), ""]
         conditions.append((task, entry.get("conditions")))
     boot = report["bootstrap"]
     note = (f"Test split. BLEU (paper's decoding): top-p 0.9, temperature 0.9, mean ± std over the sampled runs, as "
             f"the paper reports; greedy: the mode, for reference. Swapped audio: the same decoding with each example's "
-            f"audio replaced by another's (one sampled run; a model that listens drops far). p: paired bootstrap on "
-            f"BLEU ({boot['n_samples']} resamples of the examples) against the previous row (sampled: each example's "
-            "runs resampled together). Generated from reports/report.json by `python -m steps.report --readme`.")
+            f"audio replaced by another's (one sampled run; a model that listens drops far). p: two-sided paired "
+            f"bootstrap on BLEU ({boot['n_samples']} resamples of the examples) against the previous row (sampled: "
+            "each example's runs resampled together), Holm-adjusted over the task's comparisons with that decoding "
+            "(reports/report.md lists them, with raw p-values and MDEs). Generated from reports/report.json by "
+            "`python -m steps.report --readme`.")
     robust = [line for task, section in conditions
               for line in conditions_markdown(section, f"**{task.upper()}, conditions never trained on**")]
     return "\n".join(out) + "\n" + note + ("\n\n" + "\n".join(robust).rstrip() if robust else "")
@@ -282,7 +287,9 @@ def readme_table(report: Mapping[str, Any]) -> str:
 def _p_vs_previous(tests: Sequence[Mapping[str, Any]], method: str, present: Sequence[str]) -> str:
     test = next((t for t in tests if t["system"] == method and "skipped" not in t
                  and t["baseline"] == _previous(method, present)), None)
-    return f"{fmt_p(test['p_value'])} (vs {LABELS[test['baseline']]})" if test else ""
+    if not test:
+        return ""
+    return f"{fmt_p(test['p_holm'])} (vs {LABELS[test['baseline']]})"
 
 
 def _previous(method: str, present: Sequence[str]) -> str | None:

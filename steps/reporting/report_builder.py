@@ -3,10 +3,10 @@ the evaluation files.
 
 Writes (atomically) under reports/:
 - report.md: per task the scores table in the paper's layout (greedy decoding, relative change vs Base), sampled
-  BLEU mean +- std, paired bootstrap significance (sacrebleu, BLEU, paired by example id; on the sampled outputs and
-  on the greedy ones; GRPO and MP-GRPO against SFT and against SFT with matched compute), the listening check (real
-  vs swapped audio), training-curve summaries, the training compute each method measured; then the settings that
-  differ from the paper.
+  BLEU mean +- std, two-sided paired bootstrap significance (BLEU, paired by example id, Holm within each table; on
+  the sampled outputs and on the greedy ones; GRPO and MP-GRPO against SFT and against SFT with matched compute), the
+  listening check (real vs swapped audio), training-curve summaries, the training compute each method measured; then
+  the settings that differ from the paper.
 - report.json: every number in report.md (and the full-precision values behind them).
 - plots/: metrics_<task>.png (sampled mean +- std bars, greedy dots), listening.png, curves_<task>.png.
 - examples.md: a few test examples per task, the same ids for every method, with the reference.
@@ -67,7 +67,8 @@ def _relative_path(path: Path, root: Path) -> str:
 
 
 def headline_metrics(report: Mapping[str, Any]) -> dict[str, float]:
-    """The numbers worth comparing across pipeline runs in MLflow: BLEU, swapped BLEU and p-values per task."""
+    """The numbers worth comparing across pipeline runs in MLflow: BLEU, swapped BLEU and p-values (raw two-sided
+    and Holm-adjusted) per task."""
     out = {}
     for task, entry in report["tasks"].items():
         for row in entry.get("listening", []):
@@ -78,5 +79,6 @@ def headline_metrics(report: Mapping[str, Any]) -> dict[str, float]:
             if "p_value" in t:
                 suffix = "" if t.get("decoding", "greedy") == "greedy" else "_sampled"
                 out[f"{task}/{t['system']}_vs_{t['baseline']}/p_value{suffix}"] = t["p_value"]
+                out[f"{task}/{t['system']}_vs_{t['baseline']}/p_holm{suffix}"] = t["p_holm"]
                 out[f"{task}/{t['system']}_vs_{t['baseline']}/delta_bleu{suffix}"] = t["delta"]
     return out

@@ -2,9 +2,9 @@
 
 `collect` reads the pipeline's metrics/ (the first seed) and sweeps/runs/seed-<n>/metrics (the others) into
 sweeps/seeds.json's data; `pooled_significance` tests GRPO and MP-GRPO against SFT on every seed's outputs at once
-(a paired bootstrap that resamples test examples, each with all its seeds' and runs' outputs: they share the audio
-and the question, so they are not independent evidence); `seeds_markdown` renders sweeps/seeds.md and the README's
-seed section from it.
+(a two-sided paired bootstrap that resamples seeds, as a random effect, and test examples, each with all its outputs:
+they share the audio and the question, so they are not independent evidence; Holm over the pooled table);
+`seeds_markdown` renders sweeps/seeds.md and the README's seed section from it.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any
 from steps.core.config import TASKS, Config
 from steps.core.io import atomic_write_text, read_jsonl, write_json
 from steps.core.paths import RunPaths, evaluation_file, predictions_file
-from steps.evaluation.significance import clustered_paired_bootstrap
-from steps.reporting.analysis import ALPHA, PAPER_GAINS, verdict
+from steps.evaluation.significance import seed_paired_bootstrap
+from steps.reporting.analysis import ALPHA, PAPER_GAINS, holm_family
 from steps.reporting.evaluations import LABELS, METHODS
-from steps.reporting.markdown import fmt, fmt_p, md_table
+from steps.reporting.markdown import delta_cell, fmt, fmt_p, md_table, mde_cell
 
 SEED_ORDER = ("base", "sft", "grpo")
 POOLED_COMPARISONS = (("sft", "grpo"), ("sft", "mpgrpo"), ("sft_matched", "grpo"), ("sft_matched", "mpgrpo"))
@@ -78,9 +78,9 @@ def seed_folder(runs_dir: Path, seed: int) -> Path:
 
 
 def outputs_by_example(dirs: Mapping[str, Path], method: str, task: str, decoding: str
-                       ) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """{example id: every seed's outputs (greedy: one per seed; sampled: each seed's runs)}, {id: reference}."""
-    outputs: dict[str, list[str]] = {}
+                       ) -> tuple[dict[str, dict[str, list[str]]], dict[str, str]]:
+    """{seed: {example id: that seed's outputs (greedy: one; sampled: its runs)}}, {id: reference}."""
+    outputs: dict[str, dict[str, list[str]]] = {}
     refs: dict[str, str] = {}
     for seed, metrics in dirs.items():
         path = predictions_file(metrics, method, task)
@@ -90,7 +90,7 @@ def outputs_by_example(dirs: Mapping[str, Path], method: str, task: str, decodin
             found = [row["greedy"]] if decoding == "greedy" and "greedy" in row else list(row.get("sampled") or [])
             if not found:
                 raise NoOutputs(f"{path}: example {row['id']!r} has no {decoding} output")
-            outputs.setdefault(row["id"], []).extend(found)
+            outputs.setdefault(seed, {}).setdefault(row["id"], []).extend(found)
             if refs.setdefault(row["id"], row["reference"]) != row["reference"]:
                 raise ValueError(f"{path}: example {row['id']!r} has another reference than in the other seeds")
     return outputs, refs
@@ -98,9 +98,17 @@ def outputs_by_example(dirs: Mapping[str, Path], method: str, task: str, decodin
 
 def pooled_significance(cfg: Config, root: Path, runs_dir: Path, tasks: tuple[str, ...] = TASKS
                         ) -> dict[str, list[dict[str, Any]]]:
-    """GRPO and MP-GRPO against SFT over every seed at once, per task and decoding (examples as clusters)."""
+    """GRPO and MP-GRPO against SFT (and SFT with matched compute) over every seed at once, per task and decoding.
+
+    Seeds are a random effect: the two-sided bootstrap resamples seeds and test examples (`seed_paired_bootstrap`), so
+    the p-value and the interval include the spread between trained models, not only the test set's. Every seed
+    contributes the same number of outputs per example (the fewest any seed has: the pipeline's seed may have more
+    sampled runs than the sweep's), so that no seed weighs more. Holm's correction runs over the whole pooled table
+    (every task, decoding and comparison), its one family. The same test with the seeds fixed (every seed once) is
+    kept as `fixed_seeds`, to show what treating the three trained models as the only ones would claim.
+    """
     dirs = seed_metrics_dirs(cfg, root, runs_dir)
-    out: dict[str, list[dict[str, Any]]] = {}
+    tests: list[dict[str, Any]] = []
     for task in tasks:
         for decoding in ("sampled", "greedy"):
             for baseline, system in POOLED_COMPARISONS:
@@ -108,22 +116,35 @@ def pooled_significance(cfg: Config, root: Path, runs_dir: Path, tasks: tuple[st
                     a, refs = outputs_by_example(dirs, baseline, task, decoding)
                     b, refs_b = outputs_by_example(dirs, system, task, decoding)
                 except NoOutputs as exc:
-                    out.setdefault(task, []).append({"baseline": baseline, "system": system, "decoding": decoding,
-                                                     "skipped": str(exc)})
+                    tests.append({"task": task, "baseline": baseline, "system": system, "decoding": decoding,
+                                  "skipped": str(exc)})
                     continue
-                if set(a) != set(b) or refs != refs_b:
-                    raise ValueError(f"{task}: {baseline} and {system} were not evaluated on the same examples")
-                ids = sorted(a)
-                test = clustered_paired_bootstrap([a[i] for i in ids], [b[i] for i in ids], [refs[i] for i in ids],
-                                                  n_samples=cfg.report.bootstrap_samples, seed=cfg.seed)
-                gain = PAPER_GAINS.get(task)
-                out.setdefault(task, []).append({
-                    "baseline": baseline, "system": system, "decoding": decoding, "n": len(ids),
-                    "outputs_per_example": test["b"]["outputs"] // len(ids), "seeds": list(dirs),
-                    "baseline_bleu": test["a"]["score"], "system_bleu": test["b"]["score"], "delta": test["delta"],
-                    "p_value": test["p_value"], "significant": test["p_value"] < ALPHA,
-                    "verdict": verdict(baseline, system, test["delta"], test["p_value"]), "mde": test["mde"],
-                    "paper_gain": gain, "n_samples": test["n_samples"], "seed": test["seed"]})
+                if any(set(a[s]) != set(b[s]) or set(a[s]) != set(refs) for s in dirs) or refs != refs_b:
+                    raise ValueError(f"{task}: {baseline} and {system} were not evaluated on the same examples in "
+                                     "every seed")
+                ids = sorted(refs)
+                runs = min(len(outs[s][i]) for outs in (a, b) for s in dirs for i in ids)
+                hyps_a = [[a[s][i][:runs] for i in ids] for s in dirs]
+                hyps_b = [[b[s][i][:runs] for i in ids] for s in dirs]
+                ref_list = [refs[i] for i in ids]
+                n_samples = cfg.report.bootstrap_samples
+                test = seed_paired_bootstrap(hyps_a, hyps_b, ref_list, n_samples=n_samples, seed=cfg.seed,
+                                             alpha=ALPHA, seeds="random")
+                fixed = seed_paired_bootstrap(hyps_a, hyps_b, ref_list, n_samples=n_samples, seed=cfg.seed,
+                                              alpha=ALPHA, seeds="fixed")
+                tests.append({
+                    "task": task, "baseline": baseline, "system": system, "decoding": decoding, "n": len(ids),
+                    "seeds": list(dirs), "runs_per_seed": runs, "outputs_per_example": runs * len(dirs),
+                    "clusters": test["clusters"], "baseline_bleu": test["a"]["score"],
+                    "system_bleu": test["b"]["score"], "delta": test["delta"], "delta_ci95": test["delta_ci"],
+                    "p_value": test["p_value"], "test": "two-sided", "delta_se": test["delta_se"], "mde": test["mde"],
+                    "paper_gain": PAPER_GAINS.get(task), "n_samples": test["n_samples"], "seed": test["seed"],
+                    "fixed_seeds": {"p_value": fixed["p_value"], "delta_ci95": fixed["delta_ci"],
+                                    "delta_se": fixed["delta_se"]}})
+    holm_family(tests, "pooled over seeds: every task, decoding and comparison")
+    out: dict[str, list[dict[str, Any]]] = {}
+    for t in tests:
+        out.setdefault(t.pop("task"), []).append(t)
     return out
 
 
@@ -131,17 +152,24 @@ def pooled_markdown(pooled: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[s
     if not pooled:
         return []
     rows = [[task.upper(), t["decoding"], f"{LABELS[t['system']]} vs {LABELS[t['baseline']]}",
-             *([f"skipped: {t['skipped']}", *[""] * 7] if "skipped" in t else [
-                 str(t["n"]), str(t["outputs_per_example"]), fmt(t["baseline_bleu"]), fmt(t["system_bleu"]),
-                 f"{t['delta']:+.2f}", fmt_p(t["p_value"]), fmt(t["mde"]),
+             *([f"skipped: {t['skipped']}", *[""] * 8] if "skipped" in t else [
+                 str(t["n"]), f"{len(t['seeds'])} x {t['runs_per_seed']}", fmt(t["baseline_bleu"]),
+                 fmt(t["system_bleu"]), delta_cell(t), fmt_p(t["p_value"]), fmt_p(t["p_holm"]), mde_cell(t),
                  "" if t.get("paper_gain") is None else f"{t['paper_gain']:+.2f}"])]
             for task, tests in pooled.items() for t in tests]
+    m = next((t["family_size"] for tests in pooled.values() for t in tests if "family_size" in t), 0)
     return ["### Pooled over seeds", "",
-            "Corpus BLEU over every seed's test outputs together; p: paired bootstrap resampling test examples, each "
-            "with all its seeds' (and sampled runs') outputs, so that correlated outputs of one example are not "
-            "counted as independent evidence; MDE: the smallest difference detectable with 80% power at p < 0.05.",
-            "", md_table(["task", "decoding", "comparison", "examples", "outputs each", "BLEU baseline",
-                          "BLEU system", "delta", "p", "MDE 80%", "paper's 2B gain"], rows), ""]
+            "Corpus BLEU over every seed's test outputs together (each seed the same number of outputs per example). "
+            "p: two-sided paired bootstrap with the seeds as a random effect: each resample draws seeds with "
+            "replacement and test examples with replacement, and takes every output of each drawn seed and example, "
+            "so that neither the trained models nor the outputs of one example count as more evidence than they are; "
+            f"Holm: adjusted over the {m} comparisons of this table. delta's 95% interval is dual to the test. "
+            f"MDE 80%: the smallest difference the two-sided test detects with 80% power at {ALPHA:g} alone / at "
+            f"{ALPHA:g}/{m} (Holm's level for the table's smallest p). With three seeds no bootstrap sees the spread "
+            "between trained models well: docs/statistics.md gives this test's measured false-positive rates.",
+            "", md_table(["task", "decoding", "comparison", "examples", "seeds x runs", "BLEU baseline",
+                          "BLEU system", "delta [95% CI]", "p (two-sided)", "p (two-sided, Holm)",
+                          "MDE 80% (alone / Holm)", "paper's 2B gain"], rows), ""]
 
 
 def write_summary(data: Mapping[str, Any], out_dir: Path) -> None:

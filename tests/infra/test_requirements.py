@@ -1,7 +1,9 @@
-"""requirements/gpu.txt (the GPU dependency set, with vLLM) stays in step with pyproject.toml's pins.
+"""requirements/gpu.txt (the GPU dependency set, with vLLM) and requirements/lock.txt (the CPU set's resolved pins)
+stay in step with pyproject.toml.
 
 The GPU set installs as `pip install -r requirements/gpu.txt && pip install --no-deps -e .` (docs/gpu.md), so it must
-repeat every dependency of pyproject.toml and differ only where vLLM forces it.
+repeat every dependency of pyproject.toml and differ only where vLLM forces it. The lock is the constraints file of the
+README's two install commands (and .ci/run's): it pins every dependency, direct or not, at one version.
 
     pytest tests/infra/test_requirements.py
 """
@@ -22,6 +24,8 @@ tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
 GPU = REPO / "requirements" / "gpu.txt"
 GPU_DEV = REPO / "requirements" / "gpu-dev.txt"
+LOCK = REPO / "requirements" / "lock.txt"
+LOCKED_INSTALL = "pip install -c requirements/lock.txt -e "
 # vllm 0.33.0 pins torch 2.14.0 and needs transformers < 5.21 and fastapi < 0.137 (so prefect 3.7.7).
 DIFFERS = {"torch", "transformers", "prefect", "fastapi"}
 ONLY_GPU = {"vllm", "torchaudio", "torchvision"}
@@ -60,3 +64,27 @@ def test_gpu_dev_adds_the_dev_extra() -> None:
     dev = by_name(pyproject()["optional-dependencies"]["dev"])
     assert {n: str(r.specifier) for n, r in requirements(GPU_DEV).items()} == {
         n: str(r.specifier) for n, r in dev.items()}
+
+
+def test_lock_pins_every_dependency_of_pyproject_at_a_version_its_pin_allows() -> None:
+    lock = requirements(LOCK)
+    loose = {name: str(r.specifier) for name, r in lock.items()
+             if len(r.specifier) != 1 or next(iter(r.specifier)).operator != "==" or "+" in str(r.specifier)}
+    assert loose == {}, "the lock pins exact public versions only (name==x.y.z): regenerate it (its header says how)"
+    project = pyproject()
+    assert canonicalize_name(project["name"]) not in lock, "the project itself does not belong in its lock"
+    wanted = by_name(project["dependencies"] + project["optional-dependencies"]["dev"])
+    missing = sorted(set(wanted) - set(lock))
+    assert missing == [], f"{missing} are in pyproject.toml but not in requirements/lock.txt: regenerate the lock"
+    versions = {name: next(iter(lock[name].specifier)).version for name in wanted}
+    outside = {name: (versions[name], str(req.specifier)) for name, req in wanted.items()
+               if not req.specifier.contains(versions[name], prereleases=True)}
+    assert outside == {}, "the lock's version breaks pyproject.toml's pin: regenerate the lock"
+
+
+def test_readme_and_ci_install_through_the_lock() -> None:
+    commands = [line.split("#", 1)[0].strip() for line in (REPO / "README.md").read_text().splitlines()
+                if line.startswith("python3 -m venv .venv && ")][:2]
+    assert len(commands) == 2 and all(LOCKED_INSTALL in c for c in commands), commands
+    assert commands[0].endswith("&& dvc repro") and commands[1].endswith("&& pytest")
+    assert commands[1] in (REPO / ".ci" / "run").read_text(), "CI must run the README's test command as written"
