@@ -545,6 +545,10 @@ class GrpoConfig:
     `advantage_std_floor` (scale_rewards: group only): advantages are (r - mean) / max(std, floor) over the group
     instead of / (std + 1e-4), so a group whose rewards differ by little (smoothed sentence BLEU of wrong answers
     always differs a little) does not get full-size advantages from noise. LEAF's re-implementation used 1/3.
+
+    `shared_prefix`: each group's prompt and audio go through the LLM once per log-prob pass and once per rollout
+    prefill, not num_generations times (steps/modeling/shared_prefix.py); the same log-probs and gradients up to float
+    rounding, checked against the plain pass at first use (a mismatch falls back to it, loudly).
     """
 
     init: Literal["base", "sft"] = "sft"
@@ -586,6 +590,7 @@ class GrpoConfig:
     vllm_gpu_memory_utilization: float = 0.3
     deepspeed: str | None = None
     threads: int = 0
+    shared_prefix: bool = True
 
     def problems(self) -> list[str]:
         out = []

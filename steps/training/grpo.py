@@ -35,6 +35,7 @@ metrics/<method>/<task>.curve.csv (per-step training curve), written atomically.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 from collections.abc import Sequence
@@ -55,6 +56,7 @@ from steps.modeling.batches import audio_extractor, encode_prompts
 from steps.modeling.encoder_speedups import encode_each_clip_once
 from steps.modeling.families import FamilyAdapter, adapter_for, get_submodule
 from steps.modeling.generation import GenerationSettings, generate
+from steps.modeling.shared_prefix import LogProbCheck, enable_shared_prefix, prefill_once
 from steps.training.checkpoints import save_in_model_layout, write_validation_history
 from steps.training.rewards import weighted_reward
 from steps.training.runner import (
@@ -204,7 +206,7 @@ class AudioGRPOTrainer(GRPOTrainer):
                  num_off_policy: int = 0, shaping_gamma: float | None = None,
                  advantage_std_floor: float | None = None, validation: Any = None,
                  validation_settings: GenerationSettings | None = None, validation_seed: int = 0,
-                 **kwargs: Any) -> None:
+                 shared_prefix: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.adapter = adapter
         self.off_policy = off_policy
@@ -225,6 +227,9 @@ class AudioGRPOTrainer(GRPOTrainer):
             if model is not None:
                 switch_off_dropout(self.accelerator.unwrap_model(model))  # every pass scores the same policy
                 encode_each_clip_once(get_submodule(self.accelerator.unwrap_model(model), adapter.encoder))
+                if shared_prefix:  # each group's prompt + audio through the LLM once (steps/modeling/shared_prefix.py)
+                    enable_shared_prefix(self.accelerator.unwrap_model(model))
+        self._prefix_check = LogProbCheck.for_trainer(self) if shared_prefix else None
 
     # -- audio in ----------------------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -278,8 +283,10 @@ class AudioGRPOTrainer(GRPOTrainer):
     def _generate_single_turn(self, prompt_ids: Any, images: Any, multimodal_fields: Any,
                               num_generations: int, has_tool_images: bool = False) -> Any:
         if not self.use_vllm:
-            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
-                                                 has_tool_images)
+            with (prefill_once(self.accelerator.unwrap_model(self.model)) if self._prefix_check is not None
+                  else contextlib.nullcontext()):  # one prefill per prompt
+                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                     has_tool_images)
         # vLLM colocate: TRL sends one request per row (token ids, n=1) to `llm.generate`; add each row's audio.
         # Tested with a recorded fake engine (tests/test_grpo_vllm.py); a real rollout needs a GPU (docs/gpu.md).
         vllm = self.vllm_generation
@@ -325,15 +332,24 @@ class AudioGRPOTrainer(GRPOTrainer):
             if value.size(0) != input_ids.size(0):
                 raise RuntimeError(f"{key} has {value.size(0)} rows for {input_ids.size(0)} sequences")
         batch_size = batch_size or input_ids.size(0)
-        logps, entropies = [], []
-        for start in range(0, input_ids.size(0), batch_size):
+
+        def score(start: int, shared: bool) -> Any:
             end = start + batch_size
             ids, mask = input_ids[start:end], attention_mask[start:end]
             labels = ids.masked_fill(mask == 0, -100)
             labels[:, :-logits_to_keep] = -100
+            prefix = {"shared_prefix_length": ids.size(1) - logits_to_keep} if shared else {}
             with self.accelerator.autocast():
-                out = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True,
-                            **{k: v[start:end] for k, v in audio.items()})
+                return model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True,
+                             **{k: v[start:end] for k, v in audio.items()}, **prefix)
+
+        # Shared prefixes (grpo.shared_prefix), checked against the plain pass at first use on each model
+        shared = self._prefix_check is not None and self._prefix_check.use_shared(
+            id(self.accelerator.unwrap_model(model)), lambda s: score(0, s), logits_to_keep,
+            attention_mask[:batch_size, -logits_to_keep:])
+        logps, entropies = [], []
+        for start in range(0, input_ids.size(0), batch_size):
+            out = score(start, shared)
             logps.append(out.log_probs[:, -logits_to_keep:])
             if compute_entropy:
                 entropies.append(out.entropy[:, -logits_to_keep:])
@@ -555,7 +571,7 @@ def build_trainer(cfg: Config, method: str, model: Any, processor: Any, train: A
                          shaping_gamma=gcfg.policy_shaping_gamma, advantage_std_floor=gcfg.advantage_std_floor,
                          validation=validation,
                          validation_settings=validation_settings(cfg, gcfg.eval_decoding, gcfg.max_new_tokens),
-                         validation_seed=cfg.seed)
+                         validation_seed=cfg.seed, shared_prefix=gcfg.shared_prefix)
 
 
 def run_grpo(cfg: Config, method: str, task: str, init_dir: Path, data_dir: Path, out_dir: Path, work_dir: Path,
