@@ -169,11 +169,11 @@ def enable_shared_prefix(model: nn.Module) -> nn.Module:
 
 
 def shared_prefix_forward(model: nn.Module, inner: Callable[..., Any], prefix_length: int, *,
-                          input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+                          input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
                           fused_lm_head: bool = False, **kwargs: Any) -> Any:
     """TRL's fused-head output for `input_ids` = prompt (`prefix_length` columns) + completion, with each distinct
     prompt run once. Its per-token fields cover the completion positions only (the plain pass's last columns)."""
-    if not fused_lm_head:
+    if not fused_lm_head or labels is None:
         raise ValueError("shared_prefix_length needs TRL's fused LM head: call with labels=... and fused_lm_head=True")
     audio = {k: kwargs.pop(k) for k in adapter_for(model).feature_keys if kwargs.get(k) is not None}
     cut = prefix_length - 1  # the last prompt token runs with the completion: its logits score the first token
@@ -284,7 +284,8 @@ def prefill_once(model: nn.Module, feature_keys: Sequence[str] | None = None) ->
         cut = 0 if input_ids is None else input_ids.size(1) - 1
         config = generation_config or base.generation_config
         simple = (not args and attention_mask is not None and audio and cut >= 1 and "past_key_values" not in kwargs
-                  and getattr(config, "num_beams", 1) == 1 and getattr(config, "num_return_sequences", 1) == 1
+                  and (getattr(config, "num_beams", None) or 1) == 1
+                  and (getattr(config, "num_return_sequences", None) or 1) == 1
                   and not getattr(base, "_hf_peft_config_loaded", False)
                   and not bool((input_ids[:, cut:] == base.config.audio_token_id).any()))
         groups = prefix_groups(input_ids, attention_mask, *audio.values()) if simple else None
