@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import torch
 
+from steps.modeling.encoder_speedups import row_groups
 from steps.modeling.shared_prefix import (
     ORIGINAL_FORWARD,
     LogProbCheck,
@@ -23,7 +24,6 @@ from steps.modeling.shared_prefix import (
     check_supported,
     enable_shared_prefix,
     prefill_once,
-    prefix_groups,
 )
 
 PAD, AUDIO = 0, 5
@@ -35,13 +35,35 @@ PAD, AUDIO = 0, 5
 def test_groups_are_found_wherever_the_rows_are_and_only_for_equal_rows() -> None:
     ids = torch.tensor([[1, 2], [3, 4], [1, 2], [1, 2], [3, 4], [1, 2]])
     audio = torch.tensor([[0.5, 0.0], [1.0, 1.0], [0.5, 0.0], [0.5, 0.0], [1.0, 1.0], [0.5, -1.0]])
-    groups = prefix_groups(ids, audio)
+    groups = row_groups(ids, audio)
     assert groups.count == 3 and groups.rows == 6
     inverse = groups.inverse.tolist()
     assert inverse[0] == inverse[2] == inverse[3] and inverse[1] == inverse[4]
     assert inverse[5] not in (inverse[0], inverse[1])  # same ids, other audio: not shared
     assert groups.first.tolist() == [0, 1, 5]
-    assert prefix_groups(torch.arange(4).view(4, 1)).count == 4
+    assert row_groups(torch.arange(4).view(4, 1)).count == 4
+
+
+def test_the_processor_runs_once_per_distinct_prompt_and_clip_with_the_same_outputs(tiny_sallm, speech_rows,
+                                                                                   monkeypatch) -> None:
+    import steps.modeling.shared_prefix as shared_prefix
+    from steps.modeling.batches import encode_prompts
+    from steps.modeling.families import adapter_for
+
+    model, processor = tiny_sallm
+    adapter = adapter_for(model)
+    rows = [speech_rows[i] for i in (0, 1, 0, 0, 2, 1, 2, 0)]
+    rows.append({**speech_rows[0], "audio": speech_rows[0]["audio"] * 0.5})  # same prompt, other clip
+    prompts, audios = [r["prompt"] for r in rows], [r["audio"] for r in rows]
+    calls: list[int] = []
+    monkeypatch.setattr(shared_prefix, "encode_prompts",
+                        lambda p, a, ps, *args, **kw: calls.append(len(ps)) or encode_prompts(p, a, ps, *args, **kw))
+    once = shared_prefix.encode_prompts_once(processor, adapter, prompts, audios)
+    every = encode_prompts(processor, adapter, prompts, audios)
+    assert calls == [4]
+    assert once.keys() == every.keys()
+    for key, value in every.items():
+        assert torch.equal(once[key], value) if isinstance(value, torch.Tensor) else once[key] == value
 
 
 # --- models -----------------------------------------------------------------------------------------------------------
@@ -296,7 +318,8 @@ def test_first_use_check_keeps_a_correct_shared_path_and_drops_a_wrong_one() -> 
         return out
 
     assert not check.use_shared("wrong", wrong, 4, mask)
-    assert [ok for ok, _ in reports] == [True, False] and reports[0][1] < 1e-5 and reports[1][1] == pytest.approx(0.05, abs=1e-4)
+    assert [ok for ok, _ in reports] == [True, False]
+    assert reports[0][1] < 1e-5 and reports[1][1] == pytest.approx(0.05, abs=1e-4)
 
 
 def test_first_use_check_waits_for_a_batch_that_shares() -> None:

@@ -12,8 +12,10 @@ indexing (which sums the copies' gradients), the same parameter gradients, up to
 - `enable_shared_prefix(model)`: the model's forward takes one more keyword, `shared_prefix_length` (the prompt
   columns of `input_ids`), on top of TRL's fused LM head (`labels=..., fused_lm_head=True`). The trainer's call still
   goes through the model's (DDP / DeepSpeed-wrapped) forward once per pass, as the plain pass does.
-- `prefix_groups`: which rows share a prompt; rows that share nothing keep the plain pass (nothing to save).
+- `row_groups` (encoder_speedups.py): which rows share a prompt; a batch whose rows share nothing keeps the plain
+  pass (nothing to save).
 - `LogProbCheck`: the first use on each model is checked against the plain pass; on a mismatch the plain pass is kept.
+- `encode_prompts_once`: the processor (audio features, tokens) on each distinct prompt + clip once.
 - `prefill_once(model)`: inside the block, `model.generate` prefills each distinct prompt once and continues from the
   expanded cache (HF `generate` runs only the tokens the cache lacks). Positions follow generate's own (from the
   attention mask), so the rollout distribution is the plain generate's; sampled tokens are the same under the same seed
@@ -36,71 +38,21 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from steps.modeling.batches import encode_prompts
+from steps.modeling.encoder_speedups import row_groups
 from steps.modeling.families import adapter_for
 
 logger = logging.getLogger(__name__)
 
 ORIGINAL_FORWARD = "_forward_before_shared_prefix"
-SAMPLED_COLUMNS = 256  # columns of each row compared first when grouping rows (then whole rows, exactly)
 
 
 class SharedPrefixUnsupported(ValueError):
     """The model cannot compute a shared prefix once (its family, its cache or its prompt layout)."""
-
-
-# --- which rows share a prompt ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PrefixGroups:
-    """`first[g]`: the row that stands for group g; `inverse[i]`: the group of row i."""
-
-    first: torch.Tensor
-    inverse: torch.Tensor
-
-    @property
-    def count(self) -> int:
-        return int(self.first.numel())
-
-    @property
-    def rows(self) -> int:
-        return int(self.inverse.numel())
-
-
-def prefix_groups(*tensors: torch.Tensor) -> PrefixGroups:
-    """Group the rows (dim 0) that are equal in every one of `tensors`, exactly (bit for bit as values).
-
-    Rows are bucketed by a strided sample of their columns (one host copy), then each row is compared in full with the
-    first row of each bucket it may belong to. Much faster than `torch.unique(dim=0)` (a lexicographic sort: 0.5-4 s
-    for 128 rows of mel features on 2 cores); no assumption about where the rows of a group are.
-    """
-    n = tensors[0].shape[0]
-    flats = [t.reshape(n, -1) for t in tensors]
-    for t, f in zip(tensors, flats, strict=True):
-        if f.shape[0] != n:
-            raise ValueError(f"every tensor needs {n} rows, got shape {tuple(t.shape)}")
-    samples = [f[:, :: max(1, f.shape[1] // SAMPLED_COLUMNS)].detach().cpu().contiguous().numpy() for f in flats]
-    buckets: dict[tuple[bytes, ...], list[int]] = {}
-    first: list[int] = []
-    inverse: list[int] = []
-    for i in range(n):
-        key = tuple(s[i].tobytes() for s in samples)
-        candidates = buckets.setdefault(key, [])
-        for group in candidates:
-            row = first[group]
-            if all(torch.equal(f[i], f[row]) for f in flats):
-                inverse.append(group)
-                break
-        else:
-            candidates.append(len(first))
-            inverse.append(len(first))
-            first.append(i)
-    device = tensors[0].device
-    return PrefixGroups(torch.tensor(first, dtype=torch.long, device=device),
-                        torch.tensor(inverse, dtype=torch.long, device=device))
 
 
 # --- the family check -------------------------------------------------------------------------------------------------
@@ -177,7 +129,7 @@ def shared_prefix_forward(model: nn.Module, inner: Callable[..., Any], prefix_le
         raise ValueError("shared_prefix_length needs TRL's fused LM head: call with labels=... and fused_lm_head=True")
     audio = {k: kwargs.pop(k) for k in adapter_for(model).feature_keys if kwargs.get(k) is not None}
     cut = prefix_length - 1  # the last prompt token runs with the completion: its logits score the first token
-    groups = prefix_groups(input_ids[:, :prefix_length], attention_mask[:, :prefix_length], *audio.values())
+    groups = row_groups(input_ids[:, :prefix_length], attention_mask[:, :prefix_length], *audio.values())
     last_columns_have_audio = bool((input_ids[:, cut:] == model.config.audio_token_id).any())
     if groups.count == groups.rows or cut < 1 or last_columns_have_audio:
         return inner(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True,
@@ -262,6 +214,45 @@ class LogProbCheck:
         return self.verdicts[key]
 
 
+# --- the processor: one call per distinct prompt + clip ------------------------------------------------------------
+
+
+def encode_prompts_once(processor: Any, adapter: Any, prompts: Sequence[str], audios: Sequence[Any],
+                        ids: Sequence[Any] | None = None) -> dict[str, Any]:
+    """`encode_prompts` (steps/modeling/batches.py) with each distinct (prompt, clip) computed once and its outputs
+    copied to the rows that repeat it: a GRPO batch holds every clip num_generations times, and the feature extractor
+    was ~10% of a shared-prefix step (bench/bench_grpo.py). The same tensors: padding goes to the longest prompt and
+    clip, which are among the distinct ones."""
+    keys: dict[tuple[Any, ...], list[int]] = {}
+    first: list[int] = []
+    inverse: list[int] = []
+    arrays = [np.asarray(a) for a in audios]
+    for i, (prompt, audio) in enumerate(zip(prompts, arrays, strict=True)):
+        candidates = keys.setdefault((prompt, audio.shape, audio.dtype.str, hash(audio.tobytes())), [])
+        for group in candidates:
+            if np.array_equal(audio, arrays[first[group]]):
+                inverse.append(group)
+                break
+        else:
+            candidates.append(len(first))
+            inverse.append(len(first))
+            first.append(i)
+    batch = encode_prompts(processor, adapter, [prompts[i] for i in first], [arrays[i] for i in first],
+                           ids=None if ids is None else [ids[i] for i in first])
+    if len(first) == len(prompts):
+        return batch
+    rows = torch.tensor(inverse)
+
+    def expand(value: Any) -> Any:
+        if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == len(first):
+            return value[rows]
+        if isinstance(value, list) and len(value) == len(first):
+            return [value[i] for i in inverse]
+        return value
+
+    return {k: expand(v) for k, v in batch.items()}
+
+
 # --- rollouts: one prefill per prompt ---------------------------------------------------------------------------------
 
 
@@ -288,7 +279,7 @@ def prefill_once(model: nn.Module, feature_keys: Sequence[str] | None = None) ->
                   and (getattr(config, "num_return_sequences", None) or 1) == 1
                   and not getattr(base, "_hf_peft_config_loaded", False)
                   and not bool((input_ids[:, cut:] == base.config.audio_token_id).any()))
-        groups = prefix_groups(input_ids, attention_mask, *audio.values()) if simple else None
+        groups = row_groups(input_ids, attention_mask, *audio.values()) if simple else None
         if groups is None or groups.count == n:
             counts["plain"] += 1
             return stock(*args, input_ids=input_ids, attention_mask=attention_mask,

@@ -52,11 +52,11 @@ from steps.core.config import Config, GrpoConfig
 from steps.core.io import atomic_write_text, read_jsonl
 from steps.core.tracking import StageRun
 from steps.evaluation.metrics import corpus_bleu
-from steps.modeling.batches import audio_extractor, encode_prompts
+from steps.modeling.batches import audio_extractor
 from steps.modeling.encoder_speedups import encode_each_clip_once
 from steps.modeling.families import FamilyAdapter, adapter_for, get_submodule
 from steps.modeling.generation import GenerationSettings, generate
-from steps.modeling.shared_prefix import LogProbCheck, enable_shared_prefix, prefill_once
+from steps.modeling.shared_prefix import LogProbCheck, enable_shared_prefix, encode_prompts_once, prefill_once
 from steps.training.checkpoints import save_in_model_layout, write_validation_history
 from steps.training.rewards import weighted_reward
 from steps.training.runner import (
@@ -273,8 +273,8 @@ class AudioGRPOTrainer(GRPOTrainer):
 
     def _tokenize_prompts(self, prompts: list[Any]) -> tuple[list[list[int]], None, dict[str, torch.Tensor]]:
         audios = [row["audio"] for row in self._rows]
-        batch = encode_prompts(self.processing_class, self.adapter, prompts, audios,
-                               ids=[row.get("id") for row in self._rows])
+        batch = encode_prompts_once(self.processing_class, self.adapter, prompts, audios,  # a group's G rows: once
+                                    ids=[row.get("id") for row in self._rows])
         ids, mask = batch["input_ids"], batch["attention_mask"]
         prompt_ids = [row[m.bool()].tolist() for row, m in zip(ids, mask, strict=True)]
         self._audio_fields = {k: batch[k] for k in self.adapter.feature_keys if k in batch}
