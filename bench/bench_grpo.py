@@ -6,12 +6,14 @@
 Section 1, the default's shape (bench/workload.py: the default's SQA model and data when present, else a random-init
 stand-in of the same sizes and prompt + audio lengths; 16 prompts x 8 completions), one optimiser step each, on
 fresh copies of one model, the same prompts, audio and seed:
-- `off`: AudioGRPOTrainer with grpo.shared_prefix: false (the step before issue 32): every row runs its prompt;
+- `off`: AudioGRPOTrainer with grpo.shared_prefix: false (the step before issue 32, but for the processor, which
+  now runs once per distinct prompt + clip either way): every row runs its prompt through the LLM;
 - `on`: the same trainer with grpo.shared_prefix: true (steps/modeling/shared_prefix.py): each distinct prompt and its
   audio run once per log-prob pass and once per rollout prefill;
-- `floor`: the same step written directly in PyTorch with the same model-level savings (each clip encoded once,
-  shared prefixes, TRL's fused LM head): processor -> generate -> decode -> sacrebleu -> advantages -> reference
-  log-probs -> policy log-probs -> clipped loss + KL -> backward -> AdamW. What any implementation must do at least.
+- `floor`: the same step written directly in PyTorch with the same savings (the processor and the encoder once per
+  clip, shared prefixes, one prefill per prompt, TRL's fused LM head): processor -> generate -> decode -> sacrebleu
+  -> advantages -> reference log-probs -> policy log-probs -> clipped loss + KL -> backward -> AdamW. What any
+  implementation must do at least.
 Parts: audio features (the processor), generation, reward, reference/old-policy log-probs, loss forward, backward,
 optimiser step, each with the audio encoder's and the LLM's forward time inside it (module hooks), and the rest of the
 step (TRL / Python overhead); LLM positions counts the rows x positions the LLM ran in the log-prob passes and in
@@ -48,10 +50,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.workload import default_workload  # noqa: E402
 from steps.core.config import config_from_dict, load_config  # noqa: E402
-from steps.modeling.batches import encode_prompts, model_inputs  # noqa: E402
+from steps.modeling.batches import model_inputs  # noqa: E402
 from steps.modeling.encoder_speedups import encode_each_clip_once  # noqa: E402
 from steps.modeling.families import adapter_for, get_submodule  # noqa: E402
-from steps.modeling.shared_prefix import enable_shared_prefix, prefill_once  # noqa: E402
+from steps.modeling.shared_prefix import enable_shared_prefix, encode_prompts_once, prefill_once  # noqa: E402
 from steps.training.grpo import build_trainer  # noqa: E402
 from steps.training.rewards import bleu_reward  # noqa: E402
 
@@ -186,8 +188,8 @@ class Floor:
         tok, parts, model = self.processor.tokenizer, self.parts, self.model
         start = time.perf_counter()
         with parts.part("audio features"):
-            batch = model_inputs(encode_prompts(self.processor, self.adapter, [r["prompt"] for r in rows],
-                                                [r["audio"] for r in rows]), self.adapter)
+            batch = model_inputs(encode_prompts_once(self.processor, self.adapter, [r["prompt"] for r in rows],
+                                                     [r["audio"] for r in rows]), self.adapter)
         audio = {k: batch[k] for k in self.adapter.feature_keys}
         with parts.part("generation"), torch.no_grad(), prefill_once(model):
             out = model.generate(**batch, do_sample=True, temperature=1.0, top_p=1.0,

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 from transformers import TrainerCallback
+from transformers.trainer_utils import IntervalStrategy
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -71,12 +72,16 @@ def trainer_run(base: Any, processor: Any, data: Any, args: argparse.Namespace) 
     watch_model(parts, model)
     collator = AudioSftCollator(processor, adapter_for(model))
     clock = StepClock(parts)
-    trainer = AudioSFTTrainer(model=model, args=trainer_args(cfg, Path("/tmp/bench_sft"), torch.device("cpu")),
+    targs = trainer_args(cfg, Path("/tmp/bench_sft"), torch.device("cpu"))
+    # no validation or checkpoint: the stage's happen every eval_every (75) steps, not in the steps timed here
+    targs.eval_strategy = targs.save_strategy = IntervalStrategy.NO
+    targs.load_best_model_at_end = False
+    targs.disable_tqdm = True
+    trainer = AudioSFTTrainer(model=model, args=targs,
                               train_dataset=data, eval_dataset=data.select(range(2)), processing_class=processor,
                               data_collator=parts.wrap("collation (audio features)", collator), callbacks=[clock])
     trainer.compute_loss = parts.wrap("forward", trainer.compute_loss)
     trainer.accelerator.backward = parts.wrap("backward", trainer.accelerator.backward)
-    trainer.args.disable_tqdm = True
     trainer.train()
     return clock.steps[1:], parts
 

@@ -65,7 +65,7 @@ def default_workload(task: str, init: str, n_rows: int) -> tuple[Any, Any, Any, 
     from steps.modeling.tiny import build_tiny, save, window_seconds_for
 
     cfg = load_config(ROOT / "params.yaml")
-    model_dir = ROOT / cfg.paths.models / init / task
+    model_dir = ROOT / cfg.paths.models / "base" if init == "base" else ROOT / cfg.paths.models / init / task
     data_dir = ROOT / cfg.paths.data / "prepared"
     if model_dir.is_dir() and (data_dir / task / "train").exists():
         model, processor = load_model_and_processor(model_dir, cfg.model)

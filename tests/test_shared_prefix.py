@@ -176,10 +176,10 @@ def accumulate(model: Any, batches: list[dict[str, Any]], shared: bool) -> tuple
     return logps, entropies, grads
 
 
-def llm_rows(model: Any, fn: Any) -> list[tuple[int, int]]:
+def llm_rows(model: Any, fn: Any, llm: Any = None) -> list[tuple[int, int]]:
     """(rows, positions) of every LLM call that `fn` makes."""
     shapes: list[tuple[int, int]] = []
-    handle = model.model.language_model.register_forward_pre_hook(
+    handle = (llm or model.model.language_model).register_forward_pre_hook(
         lambda m, a, k: shapes.append(tuple(k["inputs_embeds"].shape[:2])), with_kwargs=True)
     try:
         fn()
@@ -188,9 +188,9 @@ def llm_rows(model: Any, fn: Any) -> list[tuple[int, int]]:
     return shapes
 
 
-def assert_same_as_plain(model: Any, batches: list[dict[str, Any]], groups: int) -> None:
+def assert_same_as_plain(model: Any, batches: list[dict[str, Any]], groups: int, llm: Any = None) -> None:
     rows = batches[0]["input_ids"].size(0)
-    calls = llm_rows(model, lambda: scored(model, batches[0], True))
+    calls = llm_rows(model, lambda: scored(model, batches[0], True), llm)
     assert calls[0][0] == groups and calls[1][0] == rows  # the prefix ran once per distinct prompt
     assert calls[1][1] == batches[0]["width"] + 1  # then the completions (and the last prompt token) only
     plain_lp, plain_ent, plain_grads = accumulate(model, batches, shared=False)
@@ -226,6 +226,26 @@ def test_tiny_granite_speech_gives_the_plain_log_probs_and_gradients() -> None:
     first = with_completions(granite_batch(model, [0, 1, 1, 0, 0], seed=0), 4, 64, 4)
     second = with_completions(granite_batch(model, [1, 1, 0, 0], seed=1), 6, 64, 5)
     assert_same_as_plain(model, [first, second], groups=2)
+
+
+def test_lora_wrapped_model_gives_the_plain_log_probs_and_gradients() -> None:
+    from peft import LoraConfig, get_peft_model
+    from trl.trainer.utils import add_fused_lm_head
+
+    base = tiny_qwen2_audio()
+    add_fused_lm_head(base, temperature=0.7, outputs=("log_probs", "entropy"))  # TRL: on the base, before PEFT
+    model = enable_shared_prefix(get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])))
+    first = with_completions(qwen2_audio_batch(base, [0, 0, 1, 1, 0], seed=0), 4, 64, 0)
+    second = with_completions(qwen2_audio_batch(base, [2, 2, 1], seed=1), 3, 64, 1)
+    assert_same_as_plain(model, [first, second], groups=2, llm=base.model.language_model)
+
+
+def test_gradient_checkpointing_takes_the_plain_pass() -> None:
+    model = fused(tiny_qwen2_audio()).train()
+    model.gradient_checkpointing_enable()  # its layers would drop the prefix's cache
+    batch = with_completions(qwen2_audio_batch(model, [0, 0, 1, 1], seed=0), 3, 64, 0)
+    calls = llm_rows(model, lambda: scored(model, batch, True))
+    assert calls == [(4, batch["input_ids"].size(1))]
 
 
 def test_rows_that_share_nothing_take_the_plain_pass() -> None:

@@ -81,7 +81,13 @@ def _hf_model(model: nn.Module) -> nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def _expand(cache: Any, rows: torch.Tensor) -> Any:
+def _checkpointing(model: nn.Module) -> bool:
+    """Whether transformers' gradient checkpointing is on in training mode: its layers then drop the KV cache (a
+    prefix pass would cache nothing), so the plain pass runs instead."""
+    return model.training and any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules())
+
+
+def _expand(cache: Any, rows: torch.Tensor, length: int) -> Any:
     """The prefix cache (one row per group) indexed out to every row, in the autograd graph (gradients sum back)."""
     from transformers.cache_utils import DynamicCache, DynamicLayer
 
@@ -90,6 +96,9 @@ def _expand(cache: Any, rows: torch.Tensor) -> Any:
                                       f"{sorted({type(x).__name__ for x in getattr(cache, 'layers', [])})}; "
                                       "only a DynamicCache of full-attention layers can be shared: set "
                                       "grpo.shared_prefix: false")
+    if cache.get_seq_length() != length:
+        raise SharedPrefixUnsupported(f"the prefix pass cached {cache.get_seq_length()} positions of {length}; "
+                                      "set grpo.shared_prefix: false and report it with the model family")
     cache.batch_select_indices(rows)
     return cache
 
@@ -131,13 +140,13 @@ def shared_prefix_forward(model: nn.Module, inner: Callable[..., Any], prefix_le
     cut = prefix_length - 1  # the last prompt token runs with the completion: its logits score the first token
     groups = row_groups(input_ids[:, :prefix_length], attention_mask[:, :prefix_length], *audio.values())
     last_columns_have_audio = bool((input_ids[:, cut:] == model.config.audio_token_id).any())
-    if groups.count == groups.rows or cut < 1 or last_columns_have_audio:
+    if groups.count == groups.rows or cut < 1 or last_columns_have_audio or _checkpointing(model):
         return inner(input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True,
                      **audio, **kwargs)
     first = groups.first
     prefix = model.base_model(input_ids=input_ids[first, :cut], attention_mask=attention_mask[first, :cut],
                               use_cache=True, **{k: v[first] for k, v in audio.items()})
-    cache = _expand(prefix.past_key_values, groups.inverse)
+    cache = _expand(prefix.past_key_values, groups.inverse, cut)
     # No position ids: the backbone continues from the cache's length, i.e. positions cut..L-1, as the plain pass.
     out = inner(input_ids=input_ids[:, cut:], attention_mask=attention_mask, past_key_values=cache,
                 labels=labels[:, cut:], fused_lm_head=True, **kwargs)
@@ -277,7 +286,7 @@ def prefill_once(model: nn.Module, feature_keys: Sequence[str] | None = None) ->
         simple = (not args and attention_mask is not None and audio and cut >= 1 and "past_key_values" not in kwargs
                   and (getattr(config, "num_beams", None) or 1) == 1
                   and (getattr(config, "num_return_sequences", None) or 1) == 1
-                  and not getattr(base, "_hf_peft_config_loaded", False)
+                  and not getattr(base, "_hf_peft_config_loaded", False) and not _checkpointing(base)
                   and not bool((input_ids[:, cut:] == base.config.audio_token_id).any()))
         groups = row_groups(input_ids, attention_mask, *audio.values()) if simple else None
         if groups is None or groups.count == n:
@@ -291,7 +300,7 @@ def prefill_once(model: nn.Module, feature_keys: Sequence[str] | None = None) ->
             prefix = base.base_model(input_ids=input_ids[first, :cut], attention_mask=attention_mask[first, :cut],
                                      position_ids=positions[first, :cut], use_cache=True,
                                      **{k: v[first] for k, v in audio.items()})
-        cache = _expand(prefix.past_key_values, groups.inverse)
+        cache = _expand(prefix.past_key_values, groups.inverse, cut)
         rest = {k: v for k, v in kwargs.items() if k not in keys}  # the audio is in the cache
         counts["shared"] += 1
         return stock(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
