@@ -230,29 +230,36 @@ def default_shape(args: argparse.Namespace) -> None:
     on, on_parts = trainer_variant(args, base, processor, data, shared=True)
     floor = Floor(base, processor, args)
     totals: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    same = True
+    same: list[bool] = []
     for step in range(args.steps + 1):
         rows = [dict(r) for r in data.select(range(step * args.prompts, (step + 1) * args.prompts))
                 for _ in range(args.generations)]
         rows.sort(key=lambda r: r["id"])  # TRL's layout: each prompt's G rows together
-        torch.manual_seed(step)
-        t_off, ids_off = trainer_step(off, off_parts, rows)
-        torch.manual_seed(step)
-        t_on, ids_on = trainer_step(on, on_parts, rows)
-        same = same and torch.equal(ids_off, ids_on)
-        torch.manual_seed(step)
-        t_floor = floor.step(rows)
+        completions: dict[str, torch.Tensor] = {}
+        seconds: dict[str, float] = {}
+        for variant in VARIANTS[step % 3:] + VARIANTS[:step % 3]:  # rotated: no variant always runs first
+            torch.manual_seed(step)
+            if variant == "floor":
+                seconds[variant] = floor.step(rows)
+            else:
+                trainer, trainer_parts = (off, off_parts) if variant == "off" else (on, on_parts)
+                seconds[variant], completions[variant] = trainer_step(trainer, trainer_parts, rows)
+        same.append(torch.equal(completions["off"], completions["on"]))
         if step == 0:  # warm-up (and the first-use check)
             for p in (off_parts, on_parts, floor.parts):
                 p.clear()
             continue
-        for name, t in zip(VARIANTS, (t_off, t_on, t_floor), strict=True):
-            totals[name].append(t)
+        for name in VARIANTS:
+            totals[name].append(seconds[name])
+    weights_on = dict(on.model.named_parameters())
+    drift = max(float((weights_on[k] - w).abs().max()) for k, w in off.model.named_parameters())
     parts = dict(zip(VARIANTS, (off_parts, on_parts, floor.parts), strict=True))
     n = args.steps
     print(f"\n## GRPO step, default shape: {source}\n{args.prompts} prompts x {args.generations} completions, "
-          f"<= {args.max_completion} tokens, {torch.get_num_threads()} threads, mean of {n} steps after a warm-up; "
-          f"off/on sampled the same completions: {'yes' if same else 'NO'}\n")
+          f"<= {args.max_completion} tokens, {torch.get_num_threads()} threads, mean of {n} steps after a warm-up.\n"
+          f"off and on sampled the same completions at steps {[i for i, ok in enumerate(same) if ok]} of "
+          f"0..{n} (from equal weights at step 0; each optimiser step leaves them apart by rounding, which AdamW "
+          f"scales up where a gradient is ~0: max |weight difference| after {n + 1} steps {drift:.1e})\n")
     print("| part (seconds per step) | off (trainer, grpo.shared_prefix: false) | on (trainer, shared_prefix: true) "
           "| floor (plain PyTorch, shared) |\n|---|---|---|---|")
     mean = {v: statistics.mean(totals[v]) for v in VARIANTS}
@@ -324,30 +331,32 @@ def real_shape(args: argparse.Namespace) -> None:
 
     config = GenerationConfig(do_sample=True, max_new_tokens=answer, min_new_tokens=answer, pad_token_id=0,
                               eos_token_id=1)
-    results: dict[str, dict[str, float]] = {}
-    for variant, shared in (("plain", False), ("shared", True)):
-        parts.clear()
-        with parts.part(f"{variant}: reference log-probs"), torch.no_grad():
-            reference = scored(shared).log_probs[:, -answer:]
-        with parts.part(f"{variant}: loss forward"):
-            logps = scored(shared).log_probs[:, -answer:]
-        with parts.part(f"{variant}: backward"):
-            (logps * torch.linspace(-1, 1, logps.numel()).view_as(logps)).sum().backward()
-        model.zero_grad()
-        with parts.part(f"{variant}: generation ({answer} tokens)"), torch.no_grad():
-            torch.manual_seed(0)
-            with prefill_once(model) if shared else contextlib.nullcontext():
-                model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), **audio,
-                               generation_config=config)
-        counted = {k.split(": ", 1)[1]: v for k, v in parts.positions.items()}
-        results[variant] = {**{k.split(": ", 1)[1]: v for k, v in parts.seconds.items() if ": " in k},
-                            "LLM positions, log-prob passes": counted["reference log-probs"] + counted["loss forward"],
-                            "LLM positions, generation": counted[f"generation ({answer} tokens)"]}
-        results[variant]["reference"] = reference  # type: ignore[assignment]
-    diff = float((results["plain"].pop("reference") - results["shared"].pop("reference")).abs().max())
+    runs: dict[str, list[dict[str, float]]] = {"plain": [], "shared": []}
+    references: dict[str, torch.Tensor] = {}
+    for repeat in range(args.real_repeats + 1):  # the first round is a warm-up
+        for variant, shared in (("plain", False), ("shared", True))[:: 1 if repeat % 2 else -1]:  # alternated
+            parts.clear()
+            with parts.part("reference log-probs"), torch.no_grad():
+                references[variant] = scored(shared).log_probs[:, -answer:]
+            with parts.part("loss forward"):
+                logps = scored(shared).log_probs[:, -answer:]
+            with parts.part("backward"):
+                (logps * torch.linspace(-1, 1, logps.numel()).view_as(logps)).sum().backward()
+            model.zero_grad()
+            with parts.part(f"generation ({answer} tokens)"), torch.no_grad():
+                torch.manual_seed(0)
+                with prefill_once(model) if shared else contextlib.nullcontext():
+                    model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), **audio,
+                                   generation_config=config)
+            if repeat:
+                runs[variant].append({**parts.seconds, "LLM positions, log-prob passes": (
+                    parts.positions["reference log-probs"] + parts.positions["loss forward"]),
+                    "LLM positions, generation": parts.positions[f"generation ({answer} tokens)"]})
+    results = {v: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for v, rs in runs.items()}
+    diff = float((references["plain"] - references["shared"]).abs().max())
     print(f"\n## A real model's shape: tiny-width Qwen2-Audio (d=64, 2+2 layers), {prompts} prompts x {group}: "
           f"{prompt.size(1)} prompt positions ({n_audio} audio) + {answer}-token answers\n")
-    print("| part (seconds) | plain | shared | plain / shared |\n|---|---|---|---|")
+    print(f"| part (seconds, median of {args.real_repeats}) | plain | shared | plain / shared |\n|---|---|---|---|")
     for key in results["plain"]:
         a, b = results["plain"][key], results["shared"].get(key, 0.0)
         fmt = (lambda x: f"{int(x)}") if "positions" in key else (lambda x: f"{x:.3f}")
@@ -365,6 +374,7 @@ def main() -> None:
                              "8 with the random stand-in (~ the default SQA's mean answer, 7.2 tokens: it never stops)")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--real-prompts", type=int, default=4)
+    parser.add_argument("--real-repeats", type=int, default=3)
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--skip-default", action="store_true")
     args = parser.parse_args()
