@@ -203,13 +203,10 @@ class LogProbCheck:
         compare score(True) with score(False) (fused-head outputs, no grad) on the last `columns` log-probs under
         `mask`, and decide."""
         if key not in self.verdicts:
-            with torch.no_grad():
-                out = score(True)
+            with torch.no_grad():  # both on every process: a DDP forward may broadcast buffers (a collective)
+                out, plain = score(True), score(False).log_probs[:, -columns:].float()
                 shared_here = getattr(out, "prefix_groups", None) is not None
-                diff = torch.zeros_like(mask, dtype=torch.float32)
-                if shared_here:
-                    plain = score(False).log_probs[:, -columns:].float()
-                    diff = (out.log_probs[:, -columns:].float() - plain).abs() * mask.float()
+                diff = (out.log_probs[:, -columns:].float() - plain).abs() * mask.float()
             tokens = mask.float().sum().clamp(min=1.0)
             stats = self.reduce_max(torch.stack([diff.max(), diff.sum() / tokens, torch.tensor(float(shared_here),
                                                                                              device=diff.device)]))
