@@ -10,7 +10,11 @@ passes would score the audio placeholder tokens without the audio (measured: the
 audio reaches every pass: `_tokenize_prompts` runs our processor on prompt + audio, the audio tensors ride along in the
 batch TRL shuffles and splits, and `_get_per_token_logps_and_entropies` passes them to the model. `_compute_loss` is
 ours too, because mixed-policy tokens need their own ratio: TRL has no reference-in-the-group mixing. With
-`grpo.use_vllm` (colocate), each row's clip rides in its engine request as `multi_modal_data` (gathered across a
+`grpo.shared_prefix` (default) each group's prompt and audio run through the LLM once per log-prob pass and per
+rollout prefill, and the processor once per clip (steps/modeling/shared_prefix.py; the same results up to
+rounding).
+
+With `grpo.use_vllm` (colocate), each row's clip rides in its engine request as `multi_modal_data` (gathered across a
 tensor-parallel group as TRL gathers the prompts), and off-policy rows stay out of TRL's vLLM importance-sampling
 correction and its `sampling/*` metrics (tests/test_grpo_vllm.py, with a fake engine; docs/gpu.md).
 
