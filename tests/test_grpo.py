@@ -70,7 +70,9 @@ def test_audio_reaches_the_loss_pass_and_the_encoder_gets_gradient(tmp_path: Pat
     loss.backward()
     handle.remove()
     ref_handle.remove()
-    assert calls == [False, True]  # the loss pass ran the encoder, with grad
+    # the loss pass ran the encoder, with grad (the no-grad calls before it: generation, then grpo.shared_prefix's
+    # first-use check, shared and plain)
+    assert calls == [False, False, False, True]
     grads = [p.grad for p in model.model.audio_tower.parameters() if p.grad is not None]
     assert grads and any(g.abs().sum() > 0 for g in grads)
 

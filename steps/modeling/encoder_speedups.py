@@ -4,6 +4,7 @@
 - `encode_real_frames_only`: a Whisper-style encoder (Qwen2-Audio) fed a window of mostly padding runs on the batch's
   real frames only.
 - `encoder_outputs_reused`: evaluation decodes the same clips several times with fixed weights; reuse the output.
+- `row_groups`: which rows of a batch are equal (encode_each_clip_once's clips, shared_prefix.py's prompts).
 """
 
 from __future__ import annotations
@@ -11,12 +12,66 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from steps.modeling.families import adapter_for, get_submodule
+
+SAMPLED_COLUMNS = 256  # columns of each row compared first when grouping rows (then whole rows, exactly)
+
+
+@dataclass(frozen=True)
+class RowGroups:
+    """`first[g]`: the row that stands for group g; `inverse[i]`: the group of row i."""
+
+    first: torch.Tensor
+    inverse: torch.Tensor
+
+    @property
+    def count(self) -> int:
+        return int(self.first.numel())
+
+    @property
+    def rows(self) -> int:
+        return int(self.inverse.numel())
+
+
+def row_groups(*tensors: torch.Tensor) -> RowGroups:
+    """Group the rows (dim 0) that are equal in every one of `tensors`, exactly (bit for bit as values).
+
+    Rows are bucketed by a strided sample of their columns (one host copy), then each row is compared in full with the
+    first row of each bucket it may belong to. Much faster than `torch.unique(dim=0)` (a lexicographic sort: 0.5-4 s
+    for 128 rows of mel features on 2 cores); no assumption about where the rows of a group are.
+    """
+    n = tensors[0].shape[0]
+    flats = [t.reshape(n, -1) for t in tensors]
+    for t, f in zip(tensors, flats, strict=True):
+        if f.shape[0] != n:
+            raise ValueError(f"every tensor needs {n} rows, got shape {tuple(t.shape)}")
+    # bytes, not values: any dtype (numpy has no bfloat16), one host copy
+    samples = [f[:, :: max(1, f.shape[1] // SAMPLED_COLUMNS)].detach().contiguous().view(torch.uint8).cpu().numpy()
+               for f in flats]
+    buckets: dict[tuple[bytes, ...], list[int]] = {}
+    first: list[int] = []
+    inverse: list[int] = []
+    for i in range(n):
+        key = tuple(s[i].tobytes() for s in samples)
+        candidates = buckets.setdefault(key, [])
+        for group in candidates:
+            row = first[group]
+            if all(torch.equal(f[i], f[row]) for f in flats):
+                inverse.append(group)
+                break
+        else:
+            candidates.append(len(first))
+            inverse.append(len(first))
+            first.append(i)
+    device = tensors[0].device
+    return RowGroups(torch.tensor(first, dtype=torch.long, device=device),
+                     torch.tensor(inverse, dtype=torch.long, device=device))
 
 
 def encode_each_clip_once(encoder: nn.Module) -> nn.Module:
@@ -51,12 +106,11 @@ _SWITCHED_CLASSES: dict[tuple[type, type], type] = {}
 class _EachClipOnce(nn.Module):
     def forward(self, input_features: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         n = input_features.shape[0]
-        _, inverse = torch.unique(input_features.reshape(n, -1), dim=0, return_inverse=True)
-        k = int(inverse.max()) + 1 if n else 0
-        if k == n:
+        # not torch.unique(dim=0): its row sort took 0.5-4 s for a 128-row batch of the default's features
+        groups = row_groups(input_features) if n else None
+        if groups is None or groups.count == n:
             return super().forward(input_features, *args, **kwargs)
-        first = torch.full((k,), n, dtype=torch.long, device=inverse.device).scatter_reduce(
-            0, inverse, torch.arange(n, device=inverse.device), reduce="amin")
+        first, inverse = groups.first, groups.inverse
 
         def pick(value: Any) -> Any:  # per-row arguments (attention masks) follow the rows they belong to
             return value[first] if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == n else value

@@ -3,8 +3,10 @@ here): the trainer of the grpo and mpgrpo stages, and `run_grpo`, the stage's wo
 
 Why a subclass: TRL 1.16 hands the processor's audio tensors to `generate()` only; the old-policy, reference and loss
 passes would score the audio placeholder tokens without the audio (measured: the encoder got no gradient). Here the
-audio rides along in the batch and reaches every pass. With `grpo.use_vllm` (colocate) each request carries its clip
-(tests/test_grpo_vllm.py, with a fake engine; docs/gpu.md).
+audio rides along in the batch and reaches every pass. With `grpo.shared_prefix` (default) each group's prompt and
+audio run through the LLM once per log-prob pass and per rollout prefill, and the processor once per clip
+(steps/modeling/shared_prefix.py; the same results up to rounding). With `grpo.use_vllm` (colocate) each request
+carries its clip (tests/test_grpo_vllm.py, with a fake engine; docs/gpu.md).
 
 Mixed policy (LUFFY, arXiv 2504.14945): the last `num_off_policy` completions of each group are replaced by an
 off-policy text + EOS (off_policy.py) before rewards are computed, so rewards and advantages are normalised over the
@@ -15,6 +17,7 @@ reference would be rewarded as a worse answer): that example keeps its sample an
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 from collections.abc import Sequence
@@ -31,10 +34,11 @@ from steps.core.io import atomic_write_text
 from steps.core.paths import RunPaths
 from steps.core.tracking import StageRun
 from steps.evaluation.metrics import corpus_bleu
-from steps.modeling.batches import audio_extractor, encode_prompts
+from steps.modeling.batches import audio_extractor
 from steps.modeling.encoder_speedups import encode_each_clip_once
 from steps.modeling.families import FamilyAdapter, adapter_for, get_submodule
 from steps.modeling.generation import GenerationSettings, generate
+from steps.modeling.shared_prefix import LogProbCheck, enable_shared_prefix, encode_prompts_once, prefill_once
 from steps.training.checkpoints import save_in_model_layout, write_validation_history
 from steps.training.grpo_loss import (
     floored_advantages,
@@ -110,7 +114,7 @@ class AudioGRPOTrainer(GRPOTrainer):
                  num_off_policy: int = 0, shaping_gamma: float | None = None,
                  advantage_std_floor: float | None = None, validation: Any = None,
                  validation_settings: GenerationSettings | None = None, validation_seed: int = 0,
-                 **kwargs: Any) -> None:
+                 shared_prefix: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.adapter = adapter
         self.off_policy = off_policy
@@ -131,6 +135,9 @@ class AudioGRPOTrainer(GRPOTrainer):
             if model is not None:
                 switch_off_dropout(self.accelerator.unwrap_model(model))  # every pass scores the same policy
                 encode_each_clip_once(get_submodule(self.accelerator.unwrap_model(model), adapter.encoder))
+                if shared_prefix:  # each group's prompt + audio through the LLM once (steps/modeling/shared_prefix.py)
+                    enable_shared_prefix(self.accelerator.unwrap_model(model))
+        self._prefix_check = LogProbCheck.for_trainer(self) if shared_prefix else None
 
     # -- audio in ----------------------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -174,8 +181,8 @@ class AudioGRPOTrainer(GRPOTrainer):
 
     def _tokenize_prompts(self, prompts: list[Any]) -> tuple[list[list[int]], None, dict[str, torch.Tensor]]:
         audios = [row["audio"] for row in self._rows]
-        batch = encode_prompts(self.processing_class, self.adapter, prompts, audios,
-                               ids=[row.get("id") for row in self._rows])
+        batch = encode_prompts_once(self.processing_class, self.adapter, prompts, audios,  # a group's G rows: once
+                                    ids=[row.get("id") for row in self._rows])
         ids, mask = batch["input_ids"], batch["attention_mask"]
         prompt_ids = [row[m.bool()].tolist() for row, m in zip(ids, mask, strict=True)]
         self._audio_fields = {k: batch[k] for k in self.adapter.feature_keys if k in batch}
@@ -184,8 +191,10 @@ class AudioGRPOTrainer(GRPOTrainer):
     def _generate_single_turn(self, prompt_ids: Any, images: Any, multimodal_fields: Any,
                               num_generations: int, has_tool_images: bool = False) -> Any:
         if not self.use_vllm:
-            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
-                                                 has_tool_images)
+            with (prefill_once(self.accelerator.unwrap_model(self.model)) if self._prefix_check is not None
+                  else contextlib.nullcontext()):  # one prefill per prompt
+                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                     has_tool_images)
         # vLLM colocate: TRL sends one request per row (token ids, n=1) to `llm.generate`; add each row's audio.
         # Tested with a recorded fake engine (tests/test_grpo_vllm.py); a real rollout needs a GPU (docs/gpu.md).
         vllm = self.vllm_generation
@@ -231,15 +240,24 @@ class AudioGRPOTrainer(GRPOTrainer):
             if value.size(0) != input_ids.size(0):
                 raise RuntimeError(f"{key} has {value.size(0)} rows for {input_ids.size(0)} sequences")
         batch_size = batch_size or input_ids.size(0)
-        logps, entropies = [], []
-        for start in range(0, input_ids.size(0), batch_size):
+
+        def score(start: int, shared: bool) -> Any:
             end = start + batch_size
             ids, mask = input_ids[start:end], attention_mask[start:end]
             labels = ids.masked_fill(mask == 0, -100)
             labels[:, :-logits_to_keep] = -100
+            prefix = {"shared_prefix_length": ids.size(1) - logits_to_keep} if shared else {}
             with self.accelerator.autocast():
-                out = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True,
-                            **{k: v[start:end] for k, v in audio.items()})
+                return model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True,
+                             **{k: v[start:end] for k, v in audio.items()}, **prefix)
+
+        # Shared prefixes (grpo.shared_prefix), checked against the plain pass at first use on each model
+        shared = self._prefix_check is not None and self._prefix_check.use_shared(
+            id(self.accelerator.unwrap_model(model)), lambda s: score(0, s), logits_to_keep,
+            attention_mask[:batch_size, -logits_to_keep:])
+        logps, entropies = [], []
+        for start in range(0, input_ids.size(0), batch_size):
+            out = score(start, shared)
             logps.append(out.log_probs[:, -logits_to_keep:])
             if compute_entropy:
                 entropies.append(out.entropy[:, -logits_to_keep:])
@@ -450,7 +468,7 @@ def build_trainer(cfg: Config, method: str, model: Any, processor: Any, train: A
                          shaping_gamma=gcfg.policy_shaping_gamma, advantage_std_floor=gcfg.advantage_std_floor,
                          validation=validation,
                          validation_settings=validation_settings(cfg, gcfg.eval_decoding, gcfg.max_new_tokens),
-                         validation_seed=cfg.seed)
+                         validation_seed=cfg.seed, shared_prefix=gcfg.shared_prefix)
 
 
 def run_grpo(cfg: Config, method: str, task: str, paths: RunPaths, callbacks: list[Any] | None = None

@@ -76,8 +76,9 @@ class GrpoConfig(PostTrainingConfig):
     completions for each of `prompts_per_step` prompts (per process). `num_off_policy` > 0 is mixed-policy GRPO: that
     many completions of each group are an off-policy text (`off_policy_source`: `reference` or a JSONL of recorded
     outputs keyed by id, field `off_policy_field`; `policy_shaping_gamma`: LUFFY's shaping). `advantage_std_floor`:
-    advantages are (r - mean) / max(std, floor) over the group. The `mpgrpo` section holds only what differs from
-    `grpo`.
+    advantages are (r - mean) / max(std, floor) over the group. `shared_prefix`: each group's prompt and audio go
+    through the LLM once per log-prob pass and rollout prefill (steps/modeling/shared_prefix.py; the same results up to
+    rounding, checked against the plain pass at first use). The `mpgrpo` section holds only what differs from `grpo`.
     """
 
     lr: float = above(0, 2e-5)
@@ -110,6 +111,7 @@ class GrpoConfig(PostTrainingConfig):
     vllm_mode: Literal["colocate", "server"] = "colocate"
     vllm_gpu_memory_utilization: float = within(0, 1, 0.3, "(]")
     deepspeed: str | None = None
+    shared_prefix: bool = True
 
     def problems(self) -> list[str]:
         out = []
