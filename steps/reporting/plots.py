@@ -12,7 +12,7 @@ from steps.reporting.analysis import TABLE_METRICS
 from steps.reporting.evaluations import LABELS
 
 # one colour per method in every plot
-COLORS = {"base": "C0", "sft": "C1", "grpo": "C2", "mpgrpo": "C3", "sft_matched": "C4"}
+COLORS = {"base": "C0", "sft": "C1", "grpo": "C2", "mpgrpo": "C3", "sft_matched": "C4", "grpo_base": "C5"}
 CURVE_PANELS = (("reward", "reward (mean BLEU / 100)"), ("kl", "KL to the reference"),
                 ("completion_length", "completion length (tokens)"), ("val_bleu", "validation BLEU"))
 
