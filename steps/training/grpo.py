@@ -51,12 +51,14 @@ from steps.core.config import Config, GrpoConfig
 from steps.core.io import atomic_write_text, read_jsonl
 from steps.core.tracking import StageRun
 from steps.evaluation.metrics import corpus_bleu
+from steps.modeling.audio_adapter import has_audio_adapter, prepare_audio_adapter
 from steps.modeling.batches import audio_extractor, encode_prompts
 from steps.modeling.encoder_speedups import encode_each_clip_once
 from steps.modeling.families import FamilyAdapter, adapter_for, get_submodule
 from steps.modeling.generation import GenerationSettings, generate
 from steps.training.checkpoints import save_in_model_layout, write_validation_history
 from steps.training.rewards import weighted_reward
+from steps.training.rollout_weights import check_synced, use_merged_audio_policy
 from steps.training.runner import (
     NonFiniteGuard,
     StepMetrics,
@@ -223,8 +225,12 @@ class AudioGRPOTrainer(GRPOTrainer):
                              "vllm_mode: colocate")
         for model in (self.model, getattr(self, "ref_model", None)):  # a group's G rows share one clip
             if model is not None:
+                # Granite Speech: the audio LoRA on in every pass (TRL loads the reference model itself)
+                prepare_audio_adapter(self.accelerator.unwrap_model(model), "the GRPO model")
                 switch_off_dropout(self.accelerator.unwrap_model(model))  # every pass scores the same policy
                 encode_each_clip_once(get_submodule(self.accelerator.unwrap_model(model), adapter.encoder))
+        if self.use_vllm and has_audio_adapter(self.accelerator.unwrap_model(self.model)):
+            use_merged_audio_policy(self.vllm_generation, self.vllm_generation.model)  # steps/training/rollout_weights
 
     # -- audio in ----------------------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -283,6 +289,7 @@ class AudioGRPOTrainer(GRPOTrainer):
         # vLLM colocate: TRL sends one request per row (token ids, n=1) to `llm.generate`; add each row's audio.
         # Tested with a recorded fake engine (tests/test_grpo_vllm.py); a real rollout needs a GPU (docs/gpu.md).
         vllm = self.vllm_generation
+        check_synced(vllm)  # a policy with an audio adapter: its merged weights are in the engine
         llm = vllm.llm
         rate = audio_extractor(self.processing_class).sampling_rate
         audios = [row["audio"] for row in self._rows]

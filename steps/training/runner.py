@@ -35,6 +35,7 @@ from steps.core.config import RESOLVED_CONFIG_NAME, Config, to_dict
 from steps.core.io import atomic_dir, write_json, write_yaml
 from steps.core.tracking import StageRun, stage_run
 from steps.data.splits import load_split, training_view
+from steps.modeling.audio_adapter import save_model
 from steps.modeling.generation import GenerationSettings
 from steps.modeling.loading import (
     apply_finetune_switches,
@@ -294,7 +295,7 @@ def run_training(job: TrainingJob, build: Callable[[TrainerInputs], Any],
         if hasattr(final, "merge_and_unload"):  # LoRA: a plain model that every later stage loads the same way
             final = final.merge_and_unload()
         with atomic_dir(job.out_dir) as tmp:
-            final.save_pretrained(tmp)
+            save_model(final, tmp)  # save_pretrained; an audio LoRA as the released checkpoints lay it out
             processor.save_pretrained(tmp)
             write_yaml(tmp / RESOLVED_CONFIG_NAME, to_dict(cfg))
         best = next((h["eval_bleu"] for h in history if h["step"] == best_step), None)
