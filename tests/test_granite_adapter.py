@@ -274,6 +274,20 @@ def test_save_then_reload_keeps_the_layout_and_gives_identical_greedy_outputs(ro
     assert answers == expected
 
 
+def test_checkpoints_of_a_run_reload_the_adapter_exactly(root: Path, tmp_path: Path) -> None:
+    """Trainer checkpoints (steps.training.checkpoints.save_in_model_layout) and how the Trainer loads them back for
+    resuming and for the best model (a non-strict load_state_dict of model.safetensors)."""
+    from steps.training.checkpoints import save_in_model_layout
+
+    model, _ = trained(root)
+    save_in_model_layout(model, lambda: model.save_pretrained(str(tmp_path / "checkpoint-2")))
+    fresh, _ = load(root / "models" / "base")
+    result = fresh.load_state_dict(load_file(tmp_path / "checkpoint-2" / "model.safetensors"), strict=False)
+    assert not result.unexpected_keys and set(result.missing_keys) <= {"lm_head.weight"}  # tied to the embeddings
+    state = fresh.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
 def test_transformers_own_save_would_lose_the_adapted_layers(root: Path, tmp_path: Path) -> None:
     """Why steps.modeling.audio_adapter.save_model exists (transformers 5.23): a reload of save_pretrained's output
     misses q_proj / v_proj (stored as `base_layer`) and initialises them at random. Fails once transformers fixes it:

@@ -1,16 +1,18 @@
 """The real GraniteSpeechForConditionalGeneration class with a tiny config: forward and generate, and every stage.
 
-Its feature extractor needs torchaudio (not installable beside CPU torch here), so the first test hands the model
-`input_features` directly: (batch, frames, 2 x mel bins), the shape the extractor produces by stacking frame pairs.
-GRPO's dropout switch is checked on it too. Where torchaudio imports (the GPU dependency set, requirements/gpu.txt;
-skipped elsewhere) the real GraniteSpeechProcessor runs through the project's encoding, and (slow) a tiny Granite
-Speech with that processor goes through sft, grpo, mpgrpo and evaluate with the Qwen2-Audio stage tests' checks:
+The first tests hand the model `input_features` directly: (batch, frames, 2 x mel bins), the shape the extractor
+produces by stacking frame pairs; GRPO's dropout switch is checked on it too. The real GraniteSpeechProcessor then runs
+through the project's encoding (its feature extractor on torchaudio where it imports, else on the torch-only stand-in
+tests/torchaudio_stub.py), and (slow) a tiny Granite Speech with its audio LoRA, laid out as the released checkpoints
+(tests/tiny_granite.py), goes through sft, grpo, mpgrpo and evaluate with the Qwen2-Audio stage tests' checks:
   PYTHONPATH=. python -m pytest tests/test_granite_speech.py -m slow
+The adapter's own checks (every pass, what trains, save and reload) are in tests/test_granite_adapter.py.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,32 +22,17 @@ import torch
 
 from steps.modeling.batches import encode_for_training, encode_prompts
 from steps.modeling.families import ADAPTERS, adapter_for, get_submodule
+from tests.tiny_granite import AUDIO_TOKEN_ID, granite_workspace, tiny_granite
+from tests.torchaudio_stub import granite_extractor_backend, torchaudio_imports
 
-AUDIO_TOKEN_ID = 5
-VOCAB = 64
+__all__ = ["granite_workspace", "tiny_granite", "torchaudio_imports"]  # tests/test_grpo_vllm.py imports them here
 
 
-def tiny_granite(vocab: int = VOCAB, audio_token_id: int = AUDIO_TOKEN_ID, window_size: int = 4,
-                 downsample_rate: int = 2, max_positions: int = 128, special: tuple[int, int, int | None] = (0, 1, 2),
-                 input_dim: int = 16):
-    """A random tiny GraniteSpeechForConditionalGeneration; `special` = (pad, eos, bos) token ids."""
-    from transformers import GraniteSpeechConfig, GraniteSpeechForConditionalGeneration
-
-    pad, eos, bos = special
-    config = GraniteSpeechConfig(
-        text_config={"model_type": "granite", "vocab_size": vocab, "hidden_size": 32, "num_hidden_layers": 1,
-                     "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 64,
-                     "max_position_embeddings": max_positions, "pad_token_id": pad, "eos_token_id": eos,
-                     "bos_token_id": bos},
-        encoder_config={"input_dim": input_dim, "num_layers": 1, "hidden_dim": 32, "num_heads": 2, "output_dim": 8,
-                        "context_size": 20, "max_pos_emb": 32, "conv_kernel_size": 3, "feedforward_mult": 2},
-        projector_config={"model_type": "blip_2_qformer", "hidden_size": 32, "num_hidden_layers": 1,
-                          "num_attention_heads": 2, "intermediate_size": 64, "encoder_hidden_size": 32},
-        audio_token_index=audio_token_id, window_size=window_size, downsample_rate=downsample_rate,
-        has_lora_adapter=False,
-    )
-    torch.manual_seed(0)
-    return GraniteSpeechForConditionalGeneration(config).eval()
+@pytest.fixture(scope="module", autouse=True)
+def extractor_backend() -> Iterator[str]:
+    """torchaudio where it imports, else the torch-only mel stand-in (tests/torchaudio_stub.py)."""
+    with granite_extractor_backend() as backend:
+        yield backend
 
 
 def test_tiny_granite_speech_forward_and_generate() -> None:
@@ -91,15 +78,6 @@ def test_grpo_switches_off_granite_dropout_that_trl_does_not_reach() -> None:
     assert torch.equal(logits(), logits()) and switch_off_dropout(model) == 0
 
 
-def torchaudio_imports() -> bool:
-    try:
-        import torchaudio  # noqa: F401
-    except Exception:  # absent, or a build that does not match torch (CPU torch + the registry's CUDA torchaudio)
-        return False
-    return True
-
-
-@pytest.mark.skipif(not torchaudio_imports(), reason="GraniteSpeechFeatureExtractor needs torchaudio")
 def test_real_granite_processor_through_the_project_encoding() -> None:
     from transformers import GraniteSpeechFeatureExtractor, GraniteSpeechProcessor
 
@@ -136,40 +114,6 @@ def test_real_granite_processor_through_the_project_encoding() -> None:
 # --- every stage ------------------------------------------------------------------------------------------------------
 
 
-def granite_workspace(root: Path, rows: list[dict[str, Any]], task: str = "ast") -> Path:
-    """tests/tiny_sallm.workspace with a tiny Granite Speech as models/base: the real processor with the released
-    checkpoints' extractor settings (80 mels, stacked in pairs to the encoder's 160 inputs; projector window 15,
-    downsample 5), the tiny preset's BPE tokenizer and chat template. Needs torchaudio (the extractor).
-
-    80 mels because a saved GraniteSpeechFeatureExtractor reloads with n_mels=80 whatever it was saved with
-    (transformers 5.20.2 writes n_mels inside `melspec_kwargs` and reads it as a top-level argument)."""
-    from transformers import GraniteSpeechFeatureExtractor, GraniteSpeechProcessor
-
-    from steps.modeling.loading import prepare_tokens
-    from steps.modeling.tiny import CHAT_TEMPLATE, save, train_tokenizer
-    from tests.tiny_sallm import MICRO, to_dataset
-
-    for split in ("train", "validation", "test"):
-        to_dataset(rows).save_to_disk(str(root / "data" / task / split))
-    texts = [t for r in rows for t in (r["prompt"].replace("<|audio|>", " "), r["reference"], r["transcript"])]
-    tok = train_tokenizer(texts, MICRO.vocab_size)
-    extractor = GraniteSpeechFeatureExtractor()
-    processor = GraniteSpeechProcessor(audio_processor=extractor, tokenizer=tok, chat_template=CHAT_TEMPLATE)
-    model = tiny_granite(vocab=len(tok), audio_token_id=tok.convert_tokens_to_ids(processor.audio_token),
-                         window_size=extractor.projector_window_size,
-                         downsample_rate=extractor.projector_downsample_rate, max_positions=512,
-                         special=(tok.pad_token_id, tok.eos_token_id, None), input_dim=2 * extractor.feature_size)
-    model.generation_config.eos_token_id, model.generation_config.pad_token_id = tok.eos_token_id, tok.pad_token_id
-    model.generation_config.bos_token_id = None
-    prepare_tokens(model, processor)
-    save(model.train(), processor, root / "models" / "base")
-    return root
-
-
-needs_torchaudio = pytest.mark.skipif(not torchaudio_imports(), reason="GraniteSpeechFeatureExtractor needs torchaudio "
-                                      "(the GPU dependency set, requirements/gpu.txt; docs/gpu.md)")
-
-
 def same_token_count_pair(processor: Any, rows: list[dict[str, Any]]) -> list[int]:
     """Two examples whose clips get as many audio tokens (their audio can be swapped without changing the prompts)."""
     from steps.modeling.batches import audio_extractor
@@ -184,7 +128,6 @@ def same_token_count_pair(processor: Any, rows: list[dict[str, Any]]) -> list[in
 
 
 @pytest.mark.slow
-@needs_torchaudio
 def test_granite_speech_through_sft_grpo_mpgrpo_and_evaluate(tmp_path: Path, speech_rows, monkeypatch) -> None:
     """The Qwen2-Audio stage tests' checks (test_sft, test_grpo, test_evaluate) on a tiny Granite Speech."""
     import csv
@@ -204,8 +147,11 @@ def test_granite_speech_through_sft_grpo_mpgrpo_and_evaluate(tmp_path: Path, spe
     base = root / "models" / "base"
     adapter = ADAPTERS["granite_speech"]
 
-    def state(folder: Path) -> dict[str, torch.Tensor]:
-        return load_file(folder / "model.safetensors")
+    def state(folder: Path, name: str = "model.safetensors") -> dict[str, torch.Tensor]:
+        return load_file(folder / name)
+
+    def adapter_state(folder: Path) -> dict[str, torch.Tensor]:  # the audio LoRA, saved beside (finetune: full)
+        return state(folder, "adapter_model.safetensors")
 
     def changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> list[str]:
         assert before.keys() == after.keys()  # saved in the base's layout
@@ -219,6 +165,7 @@ def test_granite_speech_through_sft_grpo_mpgrpo_and_evaluate(tmp_path: Path, spe
     moved = changed(state(base), state(paths["out_dir"]))
     assert len(moved) > len(state(base)) // 2
     assert all(any(part in k for k in moved) for part in ("encoder", "projector", "language_model"))
+    assert changed(adapter_state(base), adapter_state(paths["out_dir"]))  # the audio LoRA trained, and was saved
     assert json.loads(paths["metrics_path"].read_text())["global_step"] == 20
     assert (paths["out_dir"] / "resolved_params.yaml").is_file() and not paths["work_dir"].exists()
 
@@ -264,6 +211,7 @@ def test_granite_speech_through_sft_grpo_mpgrpo_and_evaluate(tmp_path: Path, spe
         assert result.global_step == 2
         moved = changed(state(paths["out_dir"]), state(result.model_dir))
         assert any("encoder" in k for k in moved) and any("language_model" in k for k in moved), method
+        assert changed(adapter_state(paths["out_dir"]), adapter_state(result.model_dir)), method
         summary = json.loads((root / "metrics" / method / f"{task}.train.json").read_text())
         assert summary["global_step"] == 2 and summary["validation"][0]["step"] == 2
         curve = list(csv.DictReader((root / "metrics" / method / f"{task}.curve.csv").open()))

@@ -118,8 +118,11 @@ def keep_on_for_audio(model: nn.Module) -> None:
     setattr(model, _HOOKED, True)
 
 
-def prepare_audio_adapter(model: nn.Module, source: str) -> None:
-    """After loading: stop if the declared adapter is missing; keep it on for audio; start with it on."""
+def prepare_audio_adapter(model: nn.Module, source: str, unfreeze: bool = False) -> None:
+    """After loading: stop if the declared adapter is missing; keep it on for audio; start with it on.
+
+    `unfreeze`: every weight trainable, as any other model loads (`apply_finetune_switches` then decides): loading
+    the adapter (peft's injection, inference mode) froze the whole model."""
     require_audio_adapter(model, source)
     name = audio_adapter_name(model)
     if name is None:
@@ -127,6 +130,8 @@ def prepare_audio_adapter(model: nn.Module, source: str) -> None:
     model.set_adapter(name)
     model.enable_adapters()
     keep_on_for_audio(model)
+    if unfreeze:
+        model.requires_grad_(True)
 
 
 # --- training ---------------------------------------------------------------------------------------------------------
@@ -207,6 +212,8 @@ def checkpoint_names(model: nn.Module, names: list[str]) -> dict[str, str]:
 def base_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The model's state dict without the adapter: in-memory names, LoRA-wrapped layers under their own names."""
     name = audio_adapter_name(model)
+    if name is None:
+        return model.state_dict()
     return {k.replace(".base_layer.", "."): v for k, v in model.state_dict().items() if not is_adapter_key(k, name)}
 
 

@@ -67,7 +67,7 @@ def load_model_and_processor(name_or_path: str | Path, cfg: ModelConfig, revisio
     adapter = adapter_for(config)  # fail early, with the list of supported families
     processor = AutoProcessor.from_pretrained(name, **common)
     model = _auto_model_class(config).from_pretrained(name, dtype=dtype, **common)
-    prepare_audio_adapter(model, name)  # Granite Speech's audio LoRA: present, and on for every pass with audio
+    prepare_audio_adapter(model, name, unfreeze=True)  # Granite Speech's audio LoRA: present, on for audio passes
     model.to(device)
     prepare_tokens(model, processor)
     if adapter.crop_audio_window:

@@ -289,7 +289,6 @@ class AudioGRPOTrainer(GRPOTrainer):
         # vLLM colocate: TRL sends one request per row (token ids, n=1) to `llm.generate`; add each row's audio.
         # Tested with a recorded fake engine (tests/test_grpo_vllm.py); a real rollout needs a GPU (docs/gpu.md).
         vllm = self.vllm_generation
-        check_synced(vllm)  # a policy with an audio adapter: its merged weights are in the engine
         llm = vllm.llm
         rate = audio_extractor(self.processing_class).sampling_rate
         audios = [row["audio"] for row in self._rows]
@@ -303,6 +302,7 @@ class AudioGRPOTrainer(GRPOTrainer):
         original = llm.generate
 
         def generate_with_audio(requests: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
+            check_synced(vllm)  # a policy with an audio adapter: TRL's sync (just before) pushed it merged
             for request, audio in zip(requests, audios, strict=True):
                 # vLLM expands one audio token per clip itself: our prompt has it expanded already (measured with
                 # vLLM 0.33's processors: 53 audio tokens went in, 105 came out). The trainer keeps its own ids.
