@@ -25,7 +25,7 @@ from steps.modeling.batches import encode_for_training, model_inputs
 from steps.modeling.families import adapter_for
 from steps.modeling.generation import GenerationSettings, generate
 from steps.modeling.loading import apply_finetune_switches, load_model_and_processor
-from tests.tiny_granite import ADAPTER, granite_workspace
+from tests.tiny_granite import ADAPTER, granite_workspace, lora_calls, token_logps, without_adapter
 from tests.torchaudio_stub import granite_extractor_backend
 
 # The paper's Granite params file: audio encoder frozen, projector and LLM trained (configs/granite_speech_3.3_2b.yaml).
@@ -55,32 +55,6 @@ def model_config(**model: Any) -> Any:
 
 def load(folder: Path, **model: Any) -> tuple[Any, Any]:
     return load_model_and_processor(folder, model_config(**model))
-
-
-def without_adapter(folder: Path, dest: Path) -> Path:
-    """The same weights with the adapter's files removed and has_lora_adapter false: the adapter-off model."""
-    shutil.copytree(folder, dest)
-    for name in (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME):
-        (dest / name).unlink()
-    config = json.loads((dest / "config.json").read_text())
-    config["has_lora_adapter"] = False
-    (dest / "config.json").write_text(json.dumps(config))
-    return dest
-
-
-def lora_calls(model: Any, log: list[tuple[str, bool, bool]], tag: str) -> list[Any]:
-    """Record, for every forward of an adapted layer: (tag, adapter applied, grad enabled)."""
-    name = audio_adapter.audio_adapter_name(model)
-    return [layer.register_forward_hook(
-        lambda m, *_: log.append((tag, not m.disable_adapters and name in m.active_adapters, torch.is_grad_enabled())))
-        for layer in audio_adapter.lora_layers(model, name).values()]
-
-
-@torch.no_grad()
-def token_logps(model: Any, ids: torch.Tensor, mask: torch.Tensor, width: int, audio: dict[str, Any]) -> torch.Tensor:
-    """Log-probabilities of the last `width` tokens (plain logits: a model TRL did not prepare)."""
-    logits = model(input_ids=ids, attention_mask=mask, **audio).logits[:, -width - 1:-1].float()
-    return torch.log_softmax(logits, -1).gather(-1, ids[:, -width:, None]).squeeze(-1)
 
 
 def training_batch(processor: Any, model: Any, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

@@ -31,9 +31,8 @@ from safetensors.torch import load_file
 
 from steps.modeling import audio_adapter
 from steps.training import rollout_weights
-from tests.test_granite_adapter import token_logps, without_adapter
 from tests.test_grpo_vllm import FakeLLM
-from tests.tiny_granite import ADAPTER, granite_workspace
+from tests.tiny_granite import ADAPTER, granite_workspace, token_logps, without_adapter
 from tests.torchaudio_stub import granite_extractor_backend
 
 

@@ -14,6 +14,8 @@ The feature extractor needs torchaudio: run inside `tests.torchaudio_stub.granit
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +94,33 @@ def granite_workspace(root: Path, rows: list[dict[str, Any]], task: str = "ast",
     save_model(model.train(), base)
     processor.save_pretrained(base)
     return root
+
+
+def without_adapter(folder: Path, dest: Path) -> Path:
+    """The same weights with the adapter's files removed and has_lora_adapter false: the adapter-off model."""
+    from steps.modeling.audio_adapter import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME
+
+    shutil.copytree(folder, dest)
+    for name in (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME):
+        (dest / name).unlink()
+    config = json.loads((dest / "config.json").read_text())
+    config["has_lora_adapter"] = False
+    (dest / "config.json").write_text(json.dumps(config))
+    return dest
+
+
+def lora_calls(model: Any, log: list[tuple[str, bool, bool]], tag: str) -> list[Any]:
+    """Record, for every forward of an adapted layer: (tag, adapter applied, grad enabled). Returns the hooks."""
+    from steps.modeling import audio_adapter
+
+    name = audio_adapter.audio_adapter_name(model)
+    return [layer.register_forward_hook(
+        lambda m, *_: log.append((tag, not m.disable_adapters and name in m.active_adapters, torch.is_grad_enabled())))
+        for layer in audio_adapter.lora_layers(model, name).values()]
+
+
+@torch.no_grad()
+def token_logps(model: Any, ids: torch.Tensor, mask: torch.Tensor, width: int, audio: dict[str, Any]) -> torch.Tensor:
+    """Log-probabilities of the last `width` tokens (plain logits: also for a model TRL did not prepare)."""
+    logits = model(input_ids=ids, attention_mask=mask, **audio).logits[:, -width - 1:-1].float()
+    return torch.log_softmax(logits, -1).gather(-1, ids[:, -width:, None]).squeeze(-1)

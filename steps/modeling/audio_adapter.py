@@ -39,6 +39,10 @@ from torch import nn
 ADAPTER_CONFIG_NAME = "adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."  # PEFT's key prefix in adapter files
+# Granite Speech's released layout: (in-memory prefix, checkpoint prefix), first match wins.
+CHECKPOINT_PREFIXES = {"granite_speech": (("model.language_model.", "language_model.model."),
+                                          ("lm_head.", "language_model.lm_head."), ("model.encoder.", "encoder."),
+                                          ("model.projector.", "projector."))}
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's LoRAConfig.max_lora_rank choices (0.14 - 0.33)
 _HOOKED = "_speech_grpo_audio_adapter_hook"
 
@@ -198,7 +202,19 @@ def family_renames(model: nn.Module) -> Iterator[None]:
 
 
 def checkpoint_names(model: nn.Module, names: list[str]) -> dict[str, str]:
-    """In-memory key -> the key the checkpoint files use (transformers' own reverse of its loading renames)."""
+    """In-memory key -> the key the released checkpoint files use (what vLLM loads).
+
+    Granite Speech: the reverse of transformers 5.23's renames (conversion_mapping.py), written out, because
+    transformers 5.17 and 5.20.2 (the GPU image's, the GPU set's) revert `model.language_model.` to
+    `language_model.model.model.` when saving (measured: their own save_pretrained writes that), a layout only they
+    read. Other families: transformers' own reverse."""
+    prefixes = CHECKPOINT_PREFIXES.get(getattr(model.config, "model_type", ""))
+    if prefixes is not None:
+        out = {}
+        for name in names:
+            new, old = next(((new, old) for old, new in prefixes if name.startswith(old)), ("", ""))
+            out[name] = new + name[len(old):]
+        return out
     from transformers.core_model_loading import revert_weight_conversion
 
     out = {}
@@ -206,6 +222,18 @@ def checkpoint_names(model: nn.Module, names: list[str]) -> dict[str, str]:
         for name in names:
             [renamed] = revert_weight_conversion(model, {name: torch.empty(0)}).keys()
             out[name] = renamed
+    return out
+
+
+def without_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict with each tensor once (tied weights: the LM head shares the embeddings' storage)."""
+    seen: set[tuple[int, tuple[int, ...]]] = set()
+    out = {}
+    for key, tensor in state.items():
+        ident = (tensor.data_ptr(), tuple(tensor.shape))
+        if ident not in seen:
+            seen.add(ident)
+            out[key] = tensor
     return out
 
 
@@ -244,11 +272,12 @@ def save_model(model: nn.Module, folder: str | Path) -> None:
         return
     folder.mkdir(parents=True, exist_ok=True)
     write_adapter(model, folder)
-    state = base_state_dict(model)
-    model._hf_peft_config_loaded = False  # transformers' own save of the base, with the adapter's keys left out
+    state = without_shared(base_state_dict(model))
+    names = checkpoint_names(model, list(state))
+    model._hf_peft_config_loaded = False  # transformers' own save of the base, without the adapter, named as released
     try:
-        with family_renames(model):
-            PreTrainedModel.save_pretrained(model, folder, state_dict=state)
+        PreTrainedModel.save_pretrained(model, folder, state_dict={names[k]: v for k, v in state.items()},
+                                        save_original_format=False)
     finally:
         model._hf_peft_config_loaded = True
 

@@ -308,9 +308,10 @@ def run_training(job: TrainingJob, build: Callable[[TrainerInputs], Any],
                 run.log_artifact(path)
         run.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)}
                         | {f"compute/{k}": v for k, v in result.compute.items()})
-        from steps.core.registry import register_model  # imports mlflow and pandas: only once a model is saved
+        if run.active:  # tracking on: the registry imports mlflow and pandas, only once a model is saved
+            from steps.core.registry import register_model
 
-        register_model(run, job.out_dir, job.task, job.method)  # MLflow registry: speech-grpo-<task>-<method>
+            register_model(run, job.out_dir, job.task, job.method)  # MLflow registry: speech-grpo-<task>-<method>
         print(f"{label}: saved {job.out_dir} (best step {best_step}, validation BLEU {best}) after {minutes:.1f} min",
               flush=True)
     if not s.keep_checkpoints:
