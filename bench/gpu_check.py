@@ -457,9 +457,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{t['family']:16} {t['stage']:28} {t['per_step']:9.3f} {t['steps']:6d}  {t['what']}")
     failed = [r for r in checks.results if not r["ok"]]
     print(f"\n{len(checks.results) - len(failed)} checks passed, {len(failed)} failed; {total:.1f} s in all")
+    imported = sorted({m.split(".")[0] for m, module in sys.modules.items() if module is not None}
+                      - set(sys.stdlib_module_names) - {"steps", "tests", "__main__"})
     report = {"device": args.device, "device_name": device_name, "dtype": dtype, "versions": versions,
               "extractor_backend": backend, "seconds": round(total, 1), "checks": checks.results,
-              "times": checks.times}
+              "times": checks.times, "imported": imported}
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "gpu_check.json").write_text(json.dumps(report, indent=1))
