@@ -107,3 +107,15 @@ def stop_at(step: int) -> Any:
                 raise KeyboardInterrupt
 
     return StopAt()
+
+
+def two_systems(n: int = 40, seed: int = 0) -> tuple[list[str], list[str], list[str]]:
+    """Two systems' outputs (b keeps more of each reference than a) and the references: seeded word soup."""
+    import random
+
+    rng = random.Random(seed)
+    words = ["der", "Hund", "die", "Katze", "isst", "einen", "Apfel", "im", "Garten", "am", "Montag", "heute"]
+    refs = [" ".join(rng.choices(words, k=rng.randint(4, 8))) for _ in range(n)]
+    a = [" ".join(w for w in r.split() if rng.random() < 0.6) or "der" for r in refs]
+    b = [" ".join(w for w in r.split() if rng.random() < 0.75) or "der" for r in refs]
+    return a, b, refs

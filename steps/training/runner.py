@@ -36,6 +36,7 @@ from steps.core.config import RESOLVED_CONFIG_NAME, Config, to_dict
 from steps.core.io import atomic_dir, write_json, write_yaml
 from steps.core.tracking import StageRun, stage_run
 from steps.data.splits import load_split, training_view
+from steps.modeling.audio_adapter import save_model
 from steps.modeling.generation import GenerationSettings
 from steps.modeling.loading import (
     apply_finetune_switches,
@@ -306,7 +307,7 @@ def run_training(job: TrainingJob, build: Callable[[TrainerInputs], Any],
                 final = trainer.accelerator.unwrap_model(trainer.model)
                 if hasattr(final, "merge_and_unload"):  # LoRA: a plain model every later stage loads the same way
                     final = final.merge_and_unload()
-                final.save_pretrained(tmp)
+                save_model(final, tmp)  # save_pretrained; an audio LoRA as the released checkpoints lay it out
                 processor.save_pretrained(tmp)
             write_yaml(tmp / RESOLVED_CONFIG_NAME, to_dict(cfg))
         best = next((h["eval_bleu"] for h in history if h["step"] == best_step), None)
@@ -322,9 +323,10 @@ def run_training(job: TrainingJob, build: Callable[[TrainerInputs], Any],
                 run.log_artifact(path)
         run.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)}
                         | {f"compute/{k}": v for k, v in result.compute.items()})
-        from steps.core.registry import register_model  # imports mlflow and pandas: only once a model is saved
+        if run.active:  # tracking on: the registry imports mlflow and pandas, only once a model is saved
+            from steps.core.registry import register_model
 
-        register_model(run, job.out_dir, job.task, job.method)  # MLflow registry: speech-grpo-<task>-<method>
+            register_model(run, job.out_dir, job.task, job.method)  # MLflow registry: speech-grpo-<task>-<method>
         print(f"{label}: saved {job.out_dir} (best step {best_step}, validation BLEU {best}) after {minutes:.1f} min",
               flush=True)
     if not s.keep_checkpoints:
