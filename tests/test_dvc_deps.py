@@ -137,3 +137,12 @@ def test_closure_follows_imports_inside_functions(tmp_path: Path) -> None:
     source = tmp_path / "m.py"
     source.write_text("def f():\n    from steps.data.splits import load_split\n    import steps.core.io\n")
     assert imported_files(source) >= {STEPS / "data" / "splits.py", STEPS / "core" / "io.py"}
+
+
+def test_methods_trained_on_some_tasks_only_match_the_pipeline() -> None:
+    from steps.core.config import ONLY_ON
+
+    data = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    for method, tasks in ONLY_ON.items():
+        assert tuple(data[method]["foreach"]) == tasks, f"dvc.yaml trains {method} on {data[method]['foreach']}"
+        assert tuple(data[f"evaluate_{method}"]["foreach"]) == tasks

@@ -14,7 +14,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from steps.core.config import Config
+from steps.core.config import Config, trained_on
 from steps.evaluation.significance import ALPHA, POWER, clustered_paired_bootstrap, holm, minimal_detectable_effect
 from steps.reporting.conditions import conditions_rows
 from steps.reporting.evaluations import LABELS, METHODS, TRAINED_METHODS, Evaluation, number_or_none
@@ -299,7 +299,8 @@ def build_report(evaluations: Mapping[str, Mapping[str, Evaluation]],
                               "listening_max_ratio": LISTENING_MAX_RATIO}
     for task, evals in evaluations.items():
         present = [m for m in METHODS if m in evals]
-        entry: dict[str, Any] = {"present": present, "missing": [m for m in METHODS if m not in evals]}
+        entry: dict[str, Any] = {"present": present,
+                                 "missing": [m for m in METHODS if m not in evals and trained_on(m, task)]}
         if present:
             entry |= {"scores": scores_table(evals),
                       "significance": task_significance(evals, n_samples, seed, "greedy", task),

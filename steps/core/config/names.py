@@ -16,6 +16,13 @@ SFT_METHODS: tuple[str, ...] = ("sft", "sft_matched")
 GRPO_METHODS: tuple[str, ...] = ("grpo", "mpgrpo", "grpo_base")
 METHODS: tuple[str, ...] = ("sft", "sft_matched", *GRPO_METHODS)
 MODELS: tuple[str, ...] = ("base", *METHODS)  # every model the pipeline evaluates
+# Methods the pipeline trains on some tasks only (dvc.yaml's foreach lists; tests/test_dvc_deps.py checks they agree).
+ONLY_ON: dict[str, tuple[str, ...]] = {"grpo_base": ("ast",)}
+
+
+def trained_on(method: str, task: str) -> bool:
+    """Whether the pipeline trains and evaluates `method` on `task`."""
+    return task in ONLY_ON.get(method, TASKS)
 RESOLVED_CONFIG_NAME = "resolved_params.yaml"
 # The rewards steps.training.rewards registers, by name: listed here so that validating params.yaml needs no metric
 # library (the synth stage must not depend on the metrics); a test keeps the two lists equal.
