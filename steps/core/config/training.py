@@ -57,11 +57,12 @@ class SftConfig(PostTrainingConfig):
 class SftMatchedConfig(SftConfig):
     """The sft_matched stage: SFT continued from models/sft/<task> for the compute GRPO measured (the equal-compute
     control, steps/training/sft_trainer.py). The section holds only what differs from `sft`. `max_steps` is not read:
-    the stage derives it from GRPO's measured `compute` figure (`train_tokens` or `train_seconds`)."""
+    the stage derives it from GRPO's measured `compute` figure: `flops` (estimated FLOPs of every pass, rollouts and
+    reference included: steps/training/flops.py), `train_tokens` (loss-pass tokens) or `train_seconds`."""
 
     lr: float = above(0, 1e-4)
     eval_every: int = at_least(1, 40)
-    compute: Literal["train_tokens", "train_seconds"] = "train_tokens"
+    compute: Literal["flops", "train_tokens", "train_seconds"] = "flops"
 
 
 # The keys sft_matched sets itself when its section leaves them out (every other key comes from `sft`).
