@@ -113,24 +113,49 @@ def write_curves(metrics_dir: Path, task: str) -> None:
 
 COMPUTE = {  # what the training stages measured (metrics/<method>/<task>.train.json's compute)
     "sft": {"train_tokens": 240_000, "train_sequences": 4800, "rollout_tokens": 0, "train_steps": 300,
-            "train_seconds": 600.0, "train_tokens_per_step": 800.0},
+            "train_seconds": 600.0, "train_tokens_per_step": 800.0,
+            "flops": {"total": 4.0e12, "loss": 4.0e12, "rollouts": 0, "reference": 0, "llm": 3.0e12, "audio": 1.0e12}},
     "grpo": {"train_tokens": 96_000, "train_sequences": 2560, "rollout_tokens": 30_000, "train_steps": 20,
-             "train_seconds": 100.0, "train_tokens_per_step": 4800.0},
+             "train_seconds": 100.0, "train_tokens_per_step": 4800.0,
+             "flops": {"total": 1.2e12, "loss": 6.0e11, "rollouts": 4.0e11, "reference": 2.0e11, "llm": 9.0e11,
+                       "audio": 3.0e11}},
     "mpgrpo": {"train_tokens": 97_000, "train_sequences": 2560, "rollout_tokens": 30_500, "train_steps": 20,
-               "train_seconds": 104.0, "train_tokens_per_step": 4850.0},
+               "train_seconds": 104.0, "train_tokens_per_step": 4850.0,
+               "flops": {"total": 1.25e12, "loss": 6.5e11, "rollouts": 4.0e11, "reference": 2.0e11, "llm": 9.5e11,
+                         "audio": 3.0e11}},
     "sft_matched": {"train_tokens": 96_400, "train_sequences": 1920, "rollout_tokens": 0, "train_steps": 120,
-                    "train_seconds": 240.0, "train_tokens_per_step": 803.33},
+                    "train_seconds": 240.0, "train_tokens_per_step": 803.33,
+                    "flops": {"total": 1.2e12, "loss": 1.2e12, "rollouts": 0, "reference": 0, "llm": 9.0e11,
+                              "audio": 3.0e11}},
 }
+# Each method's validation history as the trainers record it: (step, BLEU, cumulative FLOPs, seconds). SFT and GRPO
+# were still improving at their last evaluation; MP-GRPO chose its start (the SFT model, step 0).
+HISTORY = {
+    "sft": [(150, 20.0, 2.0e12, 300.0), (300, 28.0, 4.0e12, 600.0)],
+    "sft_matched": [(40, 27.0, 4.0e11, 80.0), (80, 29.0, 8.0e11, 160.0), (120, 28.5, 1.2e12, 240.0)],
+    "grpo": [(10, 28.5, 6.0e11, 50.0), (20, 29.5, 1.2e12, 100.0)],
+    "mpgrpo": [(0, 28.0, 0.0, 0.0), (10, 27.0, 6.25e11, 52.0), (20, 27.5, 1.25e12, 104.0)],
+}
+BEST = {"sft": 300, "sft_matched": 80, "grpo": 20, "mpgrpo": 0}
 
 
 def write_compute(metrics_dir: Path, task: str) -> None:
     for method, compute in COMPUTE.items():
         path = metrics_dir / method / f"{task}.train.json"
         summary = json.loads(path.read_text()) if path.is_file() else {"task": task, "validation": []}
-        summary["compute"] = compute
+        history = [{"step": step, "eval_bleu": bleu, "flops": flops, "train_seconds": seconds}
+                   for step, bleu, flops, seconds in HISTORY[method]]
+        if method == "sft":  # keep the validation loss of write_curves
+            history = [h | {"eval_loss": v["eval_loss"]} for h, v in zip(history, summary["validation"], strict=True)]
+        best = next(h["eval_bleu"] for h in history if h["step"] == BEST[method])
+        summary |= {"method": method, "compute": compute, "validation": history, "best_step": BEST[method],
+                    "best_validation_bleu": best, "global_step": HISTORY[method][-1][0],
+                    "init": f"models/{'base' if method == 'sft' else 'sft/' + task}"}
+        if method == "grpo":
+            summary["stopped"] = "max_steps"  # as early stopping records it (the others': inferred from the steps)
         if method == "sft_matched":
-            summary["matched"] = {"compute": "train_tokens", "grpo": COMPUTE["grpo"],
-                                  "sft_train_tokens_per_step": 800.0, "max_steps": 120}
+            summary["matched"] = {"compute": "flops", "grpo": COMPUTE["grpo"], "sft_flops_per_step": 1.0e10,
+                                  "max_steps": 120}
         path.write_text(json.dumps(summary))
 
 
@@ -224,9 +249,9 @@ def test_grpo_is_compared_with_sft_of_matched_compute_and_the_compute_is_shown(f
     assert "| GRPO vs SFT (matched compute) |" in md and "| MP-GRPO vs SFT (matched compute) |" in md
     assert "| GRPO vs SFT |" in md  # beside the comparison with plain SFT
     assert "### Training compute (measured)" in md
-    assert "| GRPO | 20 | 96,000 | 4,800 | 100.00 | 30,000 |" in md
-    assert "| SFT (matched compute) | 120 | 96,400 | 803 | 240.00 |  |" in md
-    assert "round(GRPO's train tokens 96,000 / SFT's 800 per step) = 120 steps" in md
+    assert "| GRPO | 20 | 1.2e+12 | 6e+11 | 4e+11 | 2e+11 | 96,000 | 4,800 | 100.00 | 30,000 |" in md
+    assert "| SFT (matched compute) | 120 | 1.2e+12 | 1.2e+12 |  |  | 96,400 | 803 | 240.00 |  |" in md
+    assert "round(GRPO's flops 1.2e+12 / SFT's 1e+10 per step) = 120 steps" in md
     inputs = data["inputs"]
     assert "metrics/grpo/sqa.train.json" in inputs and "metrics/sft_matched/sqa.train.json" in inputs
     table = readme_table(data)
@@ -316,7 +341,8 @@ def test_pairing_is_by_id_not_by_line(tmp_path):
 def test_plots_and_examples_are_written(full):
     out, data = full
     assert data["plots"] == ["plots/metrics_sqa.png", "plots/metrics_ast.png", "plots/listening.png",
-                             "plots/curves_sqa.png", "plots/curves_ast.png"]
+                             "plots/curves_sqa.png", "plots/curves_ast.png", "plots/frontier_sqa.png",
+                             "plots/frontier_ast.png"]
     for name in data["plots"]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     examples = (out / "examples.md").read_text()
@@ -328,7 +354,7 @@ def test_plots_and_examples_are_written(full):
     assert curves["grpo"]["points"] == 20 and curves["grpo"]["last_step"] == 20
     assert curves["grpo"]["reward"] == {"first": 0.215, "last": 0.395}  # mean of the first / last 2 of 20
     assert curves["mpgrpo"]["best_val_bleu"] == {"step": 20, "bleu": 40.0}
-    assert curves["sft"]["best_val_bleu"] == {"step": 40, "bleu": 28.0}
+    assert curves["sft"]["best_val_bleu"] == {"step": 300, "bleu": 28.0}
     assert "reward_off_policy" in curves["mpgrpo"] and "reward_off_policy" not in curves["grpo"]
 
 
