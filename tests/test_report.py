@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from steps.reporting.analysis import paired_by_id, task_significance
 from steps.reporting.evaluations import METHODS, load_evaluations
 from steps.reporting.paper_settings import settings_vs_paper
 from steps.reporting.render import (
+    HEADLINE_BEGIN,
+    HEADLINE_END,
     MARK_BEGIN,
     MARK_END,
     SEEDS_BEGIN,
@@ -565,3 +568,109 @@ def test_the_curve_title_says_how_validation_decoded():
     mixed = config_from_dict({"sft": {"eval_decoding": "sampled"}})
     assert validation_decoding(mixed) == ("SFT sampled T 0.9, top-p 0.9; SFT (matched compute) sampled T 0.9, "
                                           "top-p 0.9; GRPO greedy; MP-GRPO greedy")  # sft_matched inherits sft's
+
+
+# --- prose generated from the data --------------------------------------------------------------------------------
+
+NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?![\w.]*\w)")
+
+
+def stated_forms(*data: Any) -> set[str]:
+    """Every way the prose may print a number the data holds: 2 decimals (signed or not), a p-value's 3, 3
+    significant digits, an integer, a fraction as a percentage; and list lengths (e.g. how many seeds)."""
+    forms: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            forms.add(str(len(value)))
+            for v in value:
+                walk(v)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            v = float(value)
+            forms.update({f"{v:.2f}", f"{v:+.2f}", f"{v:.3f}", f"{v:.3g}", f"{v * 100:.0f}"})
+            if v.is_integer():
+                forms.add(str(int(v)))
+            if 0 <= v < 0.001:
+                forms.add("0.001")  # printed as <0.001
+        elif isinstance(value, str) and NUMBER.fullmatch(value):
+            forms.add(value)
+
+    for d in data:
+        walk(d)
+    return forms
+
+
+def numbers_not_from(text: str, *data: Any) -> list[str]:
+    forms = stated_forms(*data)
+    return [n for n in NUMBER.findall(text) if n not in forms and n.lstrip("+") not in forms]
+
+
+def pooled_seeds(report: dict[str, Any]) -> dict[str, Any]:
+    """A sweep summary with pooled comparisons shaped like seed_tables.pooled_significance's."""
+    pooled = {task: [{"baseline": base, "system": system, "decoding": decoding, "n": N, "seeds": ["1", "2", "3"],
+                      "runs_per_seed": 1, "baseline_bleu": 25.4, "system_bleu": 25.4 + delta, "delta": delta,
+                      "delta_ci95": [delta - 1.5, delta + 1.5], "p_value": p, "p_holm": min(1.0, 4 * p), "mde": 2.4,
+                      "mde_holm": 3.07, "family_size": 16, "paper_gain": 4.02}
+                     for decoding in ("sampled", "greedy")
+                     for (base, system), delta, p in ((("sft", "grpo"), 0.49, 0.21), (("sft", "mpgrpo"), 0.64, 0.17),
+                                                      (("sft_matched", "grpo"), -2.25, 0.009),
+                                                      (("sft_matched", "mpgrpo"), -1.30, 0.072))]
+              for task in report["tasks"]}
+    runs = {seed: {m: dict.fromkeys(report["tasks"], 10.0 * i) for i, m in enumerate(("base", "sft", "grpo"))}
+            for seed in ("1", "2", "3")}
+    return {"seeds": ["1", "2", "3"], "runs": runs, "pooled": pooled}
+
+
+def test_every_number_in_the_generated_prose_comes_from_report_json_or_seeds_json(full, tmp_path):
+    from steps.reporting.prose import headline, readme_prose, training_sentences, validation_sentences
+
+    out, _ = full
+    report = json.loads((out / "report.json").read_text())
+    seeds = pooled_seeds(report)
+    single = headline(report)
+    texts = {"headline": single["sentence"] + " ".join(single["other"]),
+             "training": " ".join(training_sentences(report)), "validation": " ".join(validation_sentences(report)),
+             "readme": readme_prose(report, seeds)}
+    assert texts["training"] and texts["validation"]  # the fixture has something to say about both
+    for name, text in texts.items():
+        assert numbers_not_from(text, report, seeds) == [], name
+        assert NUMBER.findall(text), name  # there are numbers to check
+    # ... and the check finds a number that is not in the data
+    assert numbers_not_from(texts["readme"] + " GRPO gained +3.35 BLEU", report, seeds) == ["+3.35"]
+    # the pooled answer is the one the README states
+    assert "pooled over 3 seeds" in texts["readme"] and "GRPO -2.25 BLEU, Holm p 0.036" in texts["readme"]
+    md = (out / "report.md").read_text()
+    assert single["sentence"] in md and report["headline"]["sentence"] == single["sentence"]
+    readme = tmp_path / "README.md"
+    readme.write_text("\n".join(["# x", HEADLINE_BEGIN, "old", HEADLINE_END, MARK_BEGIN, MARK_END, SEEDS_BEGIN,
+                                  SEEDS_END, ""]))
+    (tmp_path / "seeds.json").write_text(json.dumps(seeds))
+    update_readme(readme, out / "report.json", tmp_path / "seeds.json")
+    text = readme.read_text()
+    assert "old" not in text and texts["readme"] in text
+
+
+def test_the_report_shows_the_frontier_where_training_stopped_and_validation_beside_test(full):
+    out, data = full
+    entry = data["tasks"]["sqa"]
+    stops = entry["training"]["stops"]
+    assert stops["sft"]["stopped"] == "max_steps" and stops["sft"]["stopped_source"] == "inferred"
+    assert stops["grpo"]["stopped_source"] == "summary" and stops["grpo"]["not_converged"]
+    assert not stops["sft_matched"]["still_improving"] and not stops["mpgrpo"]["still_improving"]
+    f = entry["training"]["frontier"]
+    assert f["start"]["bleu"] == 28.0 and f["start"]["test_bleu"] == SCORES["sft"]["bleu"]
+    assert f["methods"]["sft_matched"]["chosen"] == {"step": 80, "bleu": 29.0, "flops": 8.0e11, "train_seconds": 160.0,
+                                                     "test_bleu": SCORES["sft_matched"]["bleu"]}
+    assert f["methods"]["mpgrpo"]["chosen"]["flops"] == 0.0  # it chose its start
+    tests = {(t["baseline"], t["system"]): t for t in entry["significance"]}
+    assert tests[("sft_matched", "grpo")]["validation_delta"] == pytest.approx(0.5)  # 29.5 - 29.0
+    assert tests[("base", "sft")]["validation_delta"] is None
+    md = (out / "report.md").read_text()
+    assert "| GRPO | 1.2e+12 | 1.2e+12 | 20 | 29.50 | 45.00 | 100.00 |" in md  # the frontier table
+    assert "| SFT (the start) | 0 | 4e+12 (SFT itself) | 300 | 28.00 | 30.00 |  |" in md
+    assert "| GRPO vs SFT (matched compute) | +0.50 | +23.12 |" in md  # validation beside test
+    assert "- GRPO: stopped at its step cap (20) while its validation BLEU was still improving" in md
+    assert "![plots/frontier_sqa.png](plots/frontier_sqa.png)" in md
