@@ -206,3 +206,13 @@ def test_grpo_run_records_rollouts_and_reference_flops(tmp_path: Path, speech_ro
     assert min(flops["loss"], flops["rollouts"], flops["reference"], flops["audio"]) > 0
     assert flops["total"] == flops["loss"] + flops["rollouts"] + flops["reference"]
     assert summary["validation"][-1]["flops"] == flops["total"]
+
+
+def test_each_step_is_summed_over_processes_before_it_is_added() -> None:
+    counter = FlopCounter()
+    counter._step["rollouts"]["llm"] = 5.0
+    counter.end_step(reduce=lambda t: t * 2)  # as if a second process had counted the same
+    counter._step["loss"]["audio"] = 1.0
+    counter.end_step(reduce=lambda t: t * 2)
+    assert counter.totals["rollouts"]["llm"] == 10.0 and counter.totals["loss"]["audio"] == 2.0
+    assert counter._step["rollouts"]["llm"] == 0.0 and counter.total == 12.0
