@@ -5,8 +5,8 @@
 The model and rows come from bench/workload.py (the default's models/base and data/prepared/<task>/train when
 present, else a random-init stand-in of the default's sizes on espeak SQA rows). Both run one optimiser step per
 batch of --batch rows on fresh copies of one model:
-- `trainer`: AudioSFTTrainer (steps/training/sft.py) built as the sft stage builds it, driven by its own train loop
-  (data loading and collation, TRL's loss and its token metrics, gradient clipping, AdamW, scheduler, callbacks);
+- `trainer`: AudioSFTTrainer (steps/training/sft_trainer.py) built as the sft stage builds it, driven by its own train
+  loop (data loading and collation, TRL's loss and its token metrics, gradient clipping, AdamW, scheduler, callbacks);
   a step is the time between two `on_step_end` events, so everything the loop does counts.
 - `floor`: the same collated batches -> model(**batch).loss -> backward -> clip_grad_norm_ -> AdamW, in plain PyTorch.
 Parts: collation (audio features + tokens), forward (of which the encoder's and the LLM's forward, module hooks),

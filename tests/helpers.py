@@ -35,16 +35,21 @@ def micro_paths(root: Path) -> RunPaths:
     return RunPaths.of(Config(), root)
 
 
+# Micro runs train to max_steps (patience None) and keep their best checkpoint (start_candidate False: an untrained
+# micro model's validation BLEU is ~0 at every step, so its start would win every tie); tests/test_selection.py covers
+# the plateau and the start model.
 def sft_micro_config(**sft: Any) -> Config:
     settings = {"max_steps": 20, "eval_every": 10, "batch_size": 4, "lr": 3e-3, "warmup_ratio": 0.0,
-                "eval_examples": 8, "eval_batch_size": 8, "max_new_tokens": 12, "threads": 1, **sft}
+                "eval_examples": 8, "eval_batch_size": 8, "max_new_tokens": 12, "threads": 1, "patience": None,
+                "start_candidate": False, **sft}
     return config_from_dict({"sft": settings, "evaluate": {"sampled_runs": 2, "max_new_tokens": 12, "batch_size": 8}})
 
 
 def grpo_micro_config(**grpo: Any) -> Config:
     settings = {"init": "base", "max_steps": 2, "eval_every": 2, "prompts_per_step": 2, "num_generations": 4,
                 "lr": 1e-3, "max_completion_length": 8, "eval_examples": 4, "eval_batch_size": 4,
-                "max_new_tokens": 8, "threads": 1, "beta": 0.02, **grpo}
+                "max_new_tokens": 8, "threads": 1, "beta": 0.02, "patience": None,
+                "start_candidate": False, **grpo}
     return config_from_dict({"grpo": settings, "mpgrpo": {"num_off_policy": 1}})
 
 
@@ -102,3 +107,15 @@ def stop_at(step: int) -> Any:
                 raise KeyboardInterrupt
 
     return StopAt()
+
+
+def two_systems(n: int = 40, seed: int = 0) -> tuple[list[str], list[str], list[str]]:
+    """Two systems' outputs (b keeps more of each reference than a) and the references: seeded word soup."""
+    import random
+
+    rng = random.Random(seed)
+    words = ["der", "Hund", "die", "Katze", "isst", "einen", "Apfel", "im", "Garten", "am", "Montag", "heute"]
+    refs = [" ".join(rng.choices(words, k=rng.randint(4, 8))) for _ in range(n)]
+    a = [" ".join(w for w in r.split() if rng.random() < 0.6) or "der" for r in refs]
+    b = [" ".join(w for w in r.split() if rng.random() < 0.75) or "der" for r in refs]
+    return a, b, refs

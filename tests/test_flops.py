@@ -185,7 +185,7 @@ def test_the_meter_state_keeps_the_flops_through_a_checkpoint(tmp_path: Path) ->
 
 def test_sft_run_records_its_flops_and_the_cumulative_flops_at_each_validation(tmp_path: Path, speech_rows) -> None:
     paths = micro_paths(workspace(tmp_path, speech_rows))
-    run_sft(sft_micro_config(max_steps=4, eval_every=2), TASK, paths)
+    run_sft(sft_micro_config(max_steps=4, eval_every=2, start_candidate=True), TASK, paths)
     summary = json.loads(paths.train_summary("sft", TASK).read_text())
     compute, history = summary["compute"], summary["validation"]
     flops = compute["flops"]
@@ -193,9 +193,10 @@ def test_sft_run_records_its_flops_and_the_cumulative_flops_at_each_validation(t
     assert flops["llm"] == 6 * N_LLM * compute["train_tokens"]
     assert flops["audio"] > 0 and flops["total"] == flops["loss"] == flops["llm"] + flops["audio"]
     assert flops["rollouts"] == flops["reference"] == 0
-    assert [h["step"] for h in history] == [2, 4]
-    assert 0 < history[0]["flops"] < history[1]["flops"] == flops["total"]
-    assert 0 < history[0]["train_seconds"] <= history[1]["train_seconds"] <= compute["train_seconds"]
+    assert [h["step"] for h in history] == [0, 2, 4]  # the start model (step 0) is a candidate: no compute yet
+    assert history[0]["flops"] == 0 and history[0]["train_seconds"] == 0
+    assert 0 < history[1]["flops"] < history[2]["flops"] == flops["total"]
+    assert 0 < history[1]["train_seconds"] <= history[2]["train_seconds"] <= compute["train_seconds"]
 
 
 def test_grpo_run_records_rollouts_and_reference_flops(tmp_path: Path, speech_rows) -> None:

@@ -1,17 +1,20 @@
 """The real GraniteSpeechForConditionalGeneration class with a tiny config: forward and generate, and every stage.
 
-Its feature extractor needs torchaudio (not installable beside CPU torch here), so the first test hands the model
-`input_features` directly: (batch, frames, 2 x mel bins), the shape the extractor produces by stacking frame pairs.
-GRPO's dropout switch is checked on it too. Where torchaudio imports (the GPU dependency set, requirements/gpu.txt;
-skipped elsewhere) the real GraniteSpeechProcessor runs through the project's encoding, and (slow) a tiny Granite
-Speech with that processor goes through sft, grpo, mpgrpo and evaluate with the Qwen2-Audio stage tests' checks:
+The first tests hand the model `input_features` directly: (batch, frames, 2 x mel bins), the shape the extractor
+produces by stacking frame pairs; GRPO's dropout switch is checked on it too. The real GraniteSpeechProcessor then runs
+through the project's encoding (its feature extractor on torchaudio where it imports, else on the torch-only stand-in
+tests/torchaudio_stub.py), and (slow) a tiny Granite Speech with its audio LoRA, laid out as the released checkpoints
+(tests/tiny_granite.py), goes through sft, grpo, mpgrpo and evaluate with the Qwen2-Audio stage tests' checks:
   PYTHONPATH=. python -m pytest tests/test_granite_speech.py -m slow
+The adapter's own checks (every pass, what trains, save and reload) are in tests/test_granite_adapter.py.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,13 +23,17 @@ import torch
 from steps.modeling.batches import encode_for_training, encode_prompts
 from steps.modeling.families import ADAPTERS, adapter_for, get_submodule
 from tests.helpers import TASK, grpo_micro_config, grpo_micro_trainer, micro_paths, sft_micro_config, validation_loss
-from tests.tiny_granite import (
-    AUDIO_TOKEN_ID,
-    granite_workspace,
-    same_token_count_pair,
-    tiny_granite,
-    torchaudio_imports,
-)
+from tests.tiny_granite import AUDIO_TOKEN_ID, granite_workspace, tiny_granite
+from tests.torchaudio_stub import granite_extractor_backend, torchaudio_imports
+
+__all__ = ["granite_workspace", "tiny_granite", "torchaudio_imports"]  # tests/test_grpo_vllm.py imports them here
+
+
+@pytest.fixture(scope="module", autouse=True)
+def extractor_backend() -> Iterator[str]:
+    """torchaudio where it imports, else the torch-only mel stand-in (tests/torchaudio_stub.py)."""
+    with granite_extractor_backend() as backend:
+        yield backend
 
 
 def test_tiny_granite_speech_forward_and_generate() -> None:
@@ -72,8 +79,6 @@ def test_grpo_switches_off_granite_dropout_that_trl_does_not_reach() -> None:
     assert torch.equal(logits(), logits()) and switch_off_dropout(model) == 0
 
 
-
-@pytest.mark.skipif(not torchaudio_imports(), reason="GraniteSpeechFeatureExtractor needs torchaudio")
 def test_real_granite_processor_through_the_project_encoding() -> None:
     from transformers import GraniteSpeechFeatureExtractor, GraniteSpeechProcessor
 
@@ -110,14 +115,20 @@ def test_real_granite_processor_through_the_project_encoding() -> None:
 # --- every stage ------------------------------------------------------------------------------------------------------
 
 
+def same_token_count_pair(processor: Any, rows: list[dict[str, Any]]) -> list[int]:
+    """Two examples whose clips get as many audio tokens (their audio can be swapped without changing the prompts)."""
+    from steps.modeling.batches import audio_extractor
 
-needs_torchaudio = pytest.mark.skipif(not torchaudio_imports(), reason="GraniteSpeechFeatureExtractor needs torchaudio "
-                                      "(the GPU dependency set, requirements/gpu.txt; docs/gpu.md)")
-
+    sizes = audio_extractor(processor)([r["audio"] for r in rows])["audio_embed_sizes"]
+    sizes = [int(s) for s in sizes]
+    for i in range(len(rows)):
+        for j in range(i + 1, len(rows)):
+            if sizes[i] == sizes[j]:
+                return [i, j]
+    raise AssertionError(f"no two fixture clips with the same audio token count: {sizes}")
 
 
 @pytest.mark.slow
-@needs_torchaudio
 def test_granite_speech_through_sft_grpo_mpgrpo_and_evaluate(tmp_path: Path, speech_rows, monkeypatch) -> None:
     """The Qwen2-Audio stage tests' checks (test_sft, test_grpo, test_evaluate) on a tiny Granite Speech."""
     import csv
@@ -129,14 +140,18 @@ def test_granite_speech_through_sft_grpo_mpgrpo_and_evaluate(tmp_path: Path, spe
     from steps.evaluation.evaluator import run_evaluate
     from steps.training.grpo_trainer import run_grpo
     from steps.training.sft_trainer import run_sft
+
     monkeypatch.setenv("SPEECH_GRPO_TRACKING", "off")
     task = TASK
     root = granite_workspace(tmp_path, speech_rows, task)
     base = root / "models" / "base"
     adapter = ADAPTERS["granite_speech"]
 
-    def state(folder: Path) -> dict[str, torch.Tensor]:
-        return load_file(folder / "model.safetensors")
+    def state(folder: Path, name: str = "model.safetensors") -> dict[str, torch.Tensor]:
+        return load_file(folder / name)
+
+    def adapter_state(folder: Path) -> dict[str, torch.Tensor]:  # the audio LoRA, saved beside (finetune: full)
+        return state(folder, "adapter_model.safetensors")
 
     def changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> list[str]:
         assert before.keys() == after.keys()  # saved in the base's layout
@@ -151,6 +166,7 @@ def test_granite_speech_through_sft_grpo_mpgrpo_and_evaluate(tmp_path: Path, spe
     moved = changed(state(base), state(sft_dir))
     assert len(moved) > len(state(base)) // 2
     assert all(any(part in k for k in moved) for part in ("encoder", "projector", "language_model"))
+    assert changed(adapter_state(base), adapter_state(sft_dir))  # the audio LoRA trained, and was saved
     assert json.loads(paths.train_summary("sft", task).read_text())["global_step"] == 20
     assert (sft_dir / "resolved_params.yaml").is_file() and not paths.work("sft", task).exists()
 
@@ -195,6 +211,7 @@ def test_granite_speech_through_sft_grpo_mpgrpo_and_evaluate(tmp_path: Path, spe
         assert result.global_step == 2
         moved = changed(state(sft_dir), state(result.model_dir))
         assert any("encoder" in k for k in moved) and any("language_model" in k for k in moved), method
+        assert changed(adapter_state(sft_dir), adapter_state(result.model_dir)), method
         summary = json.loads((root / "metrics" / method / f"{task}.train.json").read_text())
         assert summary["global_step"] == 2 and summary["validation"][0]["step"] == 2
         curve = list(csv.DictReader((root / "metrics" / method / f"{task}.curve.csv").open()))

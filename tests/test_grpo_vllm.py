@@ -24,11 +24,10 @@ import torch
 
 from steps.modeling.batches import audio_extractor, encode_prompts
 from steps.training.grpo_trainer import collapse_runs
+from tests.fake_vllm import FAKE_LOGPROB, FakeLLM
 from tests.helpers import grpo_micro_trainer as micro_trainer
 from tests.tiny_sallm import ASR_PROMPT, RATE, workspace
 
-FAKE_LOGPROB = -5.0  # what the fake engine reports for every sampled token
-WORDS = ("die katze", "der hund sitzt", "ein buch", "wir lesen heute")
 TP_GROUP = "tp-group"  # stands for the process group TRL's _init_vllm would create
 
 
@@ -36,27 +35,6 @@ TP_GROUP = "tp-group"  # stands for the process group TRL's _init_vllm would cre
 def no_tracking(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPEECH_GRPO_TRACKING", "off")
 
-
-class FakeLLM:
-    """Records each `generate` call; answers request j with WORDS[j % 4] + EOS, every token at FAKE_LOGPROB."""
-
-    def __init__(self, tokenizer: Any, max_tokens: int) -> None:
-        self.tok, self.max_tokens = tokenizer, max_tokens
-        self.calls: list[tuple[list[dict[str, Any]], Any]] = []
-
-    def completion(self, j: int) -> list[int]:
-        ids = self.tok(WORDS[j % len(WORDS)], add_special_tokens=False)["input_ids"][: self.max_tokens - 1]
-        return [*ids, self.tok.eos_token_id]
-
-    def generate(self, prompts: list[dict[str, Any]], sampling_params: Any = None, use_tqdm: bool = True) -> list:
-        self.calls.append(([dict(p) for p in prompts], sampling_params))
-        outputs = []
-        for j, request in enumerate(prompts):
-            ids = self.completion(j)
-            logprobs = [{t: SimpleNamespace(logprob=FAKE_LOGPROB, rank=1, decoded_token="")} for t in ids]
-            outputs.append(SimpleNamespace(prompt_token_ids=request["prompt_token_ids"],
-                                           outputs=[SimpleNamespace(token_ids=ids, logprobs=logprobs)]))
-        return outputs
 
 
 def with_fake_vllm(trainer: Any, monkeypatch: pytest.MonkeyPatch, tensor_parallel_size: int = 1) -> Any:

@@ -12,6 +12,7 @@ from steps.evaluation import metrics, scores, significance, wordnet
 from steps.evaluation.metrics import sentence_bleu, wer
 from steps.evaluation.scores import UnicodeTokenizer, corpus_scores, meteor_tokens, rouge_scorer_for, sentence_meteor
 from steps.evaluation.significance import paired_bootstrap
+from tests.helpers import two_systems
 
 HYPS = [
     "the cat sat on the mat",
@@ -192,21 +193,11 @@ def test_corpus_bleu_is_sacrebleu_corpus_bleu_for_validation_and_the_evaluation(
         assert scores.corpus_scores(hyps, refs, lang=lang)["bleu"] == expected
 
 
-def _two_systems(n: int = 40, seed: int = 0) -> tuple[list[str], list[str], list[str]]:
-    import random
-
-    rng = random.Random(seed)
-    words = ["der", "Hund", "die", "Katze", "isst", "einen", "Apfel", "im", "Garten", "am", "Montag", "heute"]
-    refs = [" ".join(rng.choices(words, k=rng.randint(4, 8))) for _ in range(n)]
-    a = [" ".join(w for w in r.split() if rng.random() < 0.6) or "der" for r in refs]
-    b = [" ".join(w for w in r.split() if rng.random() < 0.75) or "der" for r in refs]
-    return a, b, refs
-
 
 def test_clustered_bootstrap_with_one_output_per_example_resamples_as_sacrebleu():
     """The same resamples (sacrebleu sums them in float32, hence 1e-5); the p-value differs: two-sided here (about
     twice sacrebleu's, tests/test_significance.py)."""
-    a, b, refs = _two_systems()
+    a, b, refs = two_systems()
     ours = significance.clustered_paired_bootstrap([[h] for h in a], [[h] for h in b], refs, n_samples=300, seed=7)
     theirs = paired_bootstrap(a, b, refs, n_samples=300, seed=7)
     assert ours["p_value"] >= theirs["p_value"]
@@ -216,7 +207,7 @@ def test_clustered_bootstrap_with_one_output_per_example_resamples_as_sacrebleu(
 
 def test_duplicated_runs_leave_the_clustered_p_value_alone_but_shrink_the_pooled_one():
     """Two identical sampled runs are no more evidence than one: clustering by example sees that, pooling does not."""
-    a, b, refs = _two_systems(n=30, seed=3)
+    a, b, refs = two_systems(n=30, seed=3)
     once = significance.clustered_paired_bootstrap([[h] for h in a], [[h] for h in b], refs, n_samples=500, seed=1)
     twice = significance.clustered_paired_bootstrap([[h, h] for h in a], [[h, h] for h in b], refs, n_samples=500,
                                                     seed=1)
@@ -228,10 +219,10 @@ def test_duplicated_runs_leave_the_clustered_p_value_alone_but_shrink_the_pooled
 
 
 def test_minimal_detectable_effect_shrinks_with_more_examples():
-    small = significance.clustered_paired_bootstrap(*[[[h] for h in x] for x in _two_systems(20)[:2]],
-                                               _two_systems(20)[2], n_samples=400, seed=2)
-    large = significance.clustered_paired_bootstrap(*[[[h] for h in x] for x in _two_systems(320)[:2]],
-                                               _two_systems(320)[2], n_samples=400, seed=2)
+    small = significance.clustered_paired_bootstrap(*[[[h] for h in x] for x in two_systems(20)[:2]],
+                                               two_systems(20)[2], n_samples=400, seed=2)
+    large = significance.clustered_paired_bootstrap(*[[[h] for h in x] for x in two_systems(320)[:2]],
+                                               two_systems(320)[2], n_samples=400, seed=2)
     assert 0 < large["mde"] < small["mde"] / 2  # ~1/sqrt(n): 16x the examples, about a quarter of the MDE
     assert small["mde"] == pytest.approx(2.801585 * small["delta_se"])
     with pytest.raises(ValueError, match="example 1 has no output"):

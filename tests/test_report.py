@@ -42,6 +42,7 @@ SCORES = {  # greedy BLEU, real and swapped audio; mpgrpo's outputs are grpo's e
     "sft_matched": {"bleu": 35.0, "bleu_swapped": 3.5},
     "grpo": {"bleu": 45.0, "bleu_swapped": 4.0},
     "mpgrpo": {"bleu": 45.0, "bleu_swapped": 4.0},
+    "grpo_base": {"bleu": 25.0, "bleu_swapped": 2.5},
 }
 BERT_REASON = "no bertscore_model configured (set it to a local BERT-family model folder)"
 ANIMALS = ("cat", "dog", "bird", "fox", "cow")
@@ -62,6 +63,8 @@ def hypotheses(method: str) -> list[str]:
         return [r if i % 2 == 0 else w for i, (r, w) in enumerate(zip(refs, wrong, strict=True))]
     if method == "sft_matched":
         return [r if i % 4 != 3 else w for i, (r, w) in enumerate(zip(refs, wrong, strict=True))]
+    if method == "grpo_base":  # GRPO from the base model: right on 1 in 4
+        return [r if i % 4 == 0 else w for i, (r, w) in enumerate(zip(refs, wrong, strict=True))]
     return refs
 
 
@@ -130,6 +133,10 @@ COMPUTE = {  # what the training stages measured (metrics/<method>/<task>.train.
                     "train_seconds": 240.0, "train_tokens_per_step": 803.33,
                     "flops": {"total": 1.2e12, "loss": 1.2e12, "rollouts": 0, "reference": 0, "llm": 9.0e11,
                               "audio": 3.0e11}},
+    "grpo_base": {"train_tokens": 90_000, "train_sequences": 2560, "rollout_tokens": 28_000, "train_steps": 20,
+                  "train_seconds": 98.0, "train_tokens_per_step": 4500.0,
+                  "flops": {"total": 1.1e12, "loss": 5.5e11, "rollouts": 3.5e11, "reference": 2.0e11, "llm": 8.0e11,
+                            "audio": 3.0e11}},
 }
 # Each method's validation history as the trainers record it: (step, BLEU, cumulative FLOPs, seconds). SFT and GRPO
 # were still improving at their last evaluation; MP-GRPO chose its start (the SFT model, step 0).
@@ -138,8 +145,9 @@ HISTORY = {
     "sft_matched": [(40, 27.0, 4.0e11, 80.0), (80, 29.0, 8.0e11, 160.0), (120, 28.5, 1.2e12, 240.0)],
     "grpo": [(10, 28.5, 6.0e11, 50.0), (20, 29.5, 1.2e12, 100.0)],
     "mpgrpo": [(0, 28.0, 0.0, 0.0), (10, 27.0, 6.25e11, 52.0), (20, 27.5, 1.25e12, 104.0)],
+    "grpo_base": [(0, 10.0, 0.0, 0.0), (10, 12.0, 5.5e11, 49.0), (20, 11.0, 1.1e12, 98.0)],
 }
-BEST = {"sft": 300, "sft_matched": 80, "grpo": 20, "mpgrpo": 0}
+BEST = {"sft": 300, "sft_matched": 80, "grpo": 20, "mpgrpo": 0, "grpo_base": 10}
 
 
 def write_compute(metrics_dir: Path, task: str) -> None:
@@ -153,7 +161,7 @@ def write_compute(metrics_dir: Path, task: str) -> None:
         best = next(h["eval_bleu"] for h in history if h["step"] == BEST[method])
         summary |= {"method": method, "compute": compute, "validation": history, "best_step": BEST[method],
                     "best_validation_bleu": best, "global_step": HISTORY[method][-1][0],
-                    "init": f"models/{'base' if method == 'sft' else 'sft/' + task}"}
+                    "init": f"models/{'base' if method in ('sft', 'grpo_base') else 'sft/' + task}"}
         if method == "grpo":
             summary["stopped"] = "max_steps"  # as early stopping records it (the others': inferred from the steps)
         if method == "sft_matched":
@@ -217,16 +225,17 @@ def test_significance_better_system_significant_identical_not(full):
     _, data = full
     tests = {(t["system"], t["baseline"]): t for t in data["tasks"]["ast"]["significance"]}
     assert list(tests) == [("sft", "base"), ("grpo", "sft"), ("mpgrpo", "grpo"), ("mpgrpo", "sft"),
-                           ("grpo", "sft_matched"), ("mpgrpo", "sft_matched"), ("sft_matched", "sft")]
+                           ("grpo", "sft_matched"), ("mpgrpo", "sft_matched"), ("sft_matched", "sft"),
+                           ("grpo_base", "base"), ("grpo_base", "sft"), ("grpo_base", "grpo")]
     for t in tests.values():
         assert 0.0 <= t["p_value"] <= 1.0
         assert t["n"] == N and t["n_samples"] == 200
         assert t["baseline_ci95"][0] <= t["baseline_ci95"][1] and t["system_ci95"][0] <= t["system_ci95"][1]
     better = tests[("grpo", "sft")]  # right on every example vs right on half
     assert better["delta"] > 0 and better["p_value"] == pytest.approx(1 / 201) and better["significant"]
-    assert better["p_holm"] == pytest.approx(7 / 201)  # the smallest p of a family of 7: times 7
+    assert better["p_holm"] == pytest.approx(10 / 201)  # the smallest p of a family of 10: times 10
     assert better["verdict"] == "significant (two-sided, Holm: p < 0.05): GRPO higher than SFT"
-    assert better["family"] == "ast greedy" and better["family_size"] == 7 and better["test"] == "two-sided"
+    assert better["family"] == "ast greedy" and better["family_size"] == 10 and better["test"] == "two-sided"
     assert better["delta_ci95"][0] > 0 and better["mde_holm"] > better["mde"] > 0  # alpha / 7 needs more
     same = tests[("mpgrpo", "grpo")]  # the very same outputs
     assert same["delta"] == 0 and same["p_value"] == 1.0 and same["p_holm"] == 1.0 and not same["significant"]
@@ -234,7 +243,7 @@ def test_significance_better_system_significant_identical_not(full):
     md = (full[0] / "report.md").read_text()
     assert "| MP-GRPO vs GRPO |" in md and "not significant (two-sided, Holm: p >= 0.05)" in md
     assert "| p (two-sided) | p (two-sided, Holm) | MDE 80% (alone / Holm) |" in md
-    assert "adjusted over the 7 comparisons of this table" in md
+    assert "adjusted over the 10 comparisons of this table" in md
 
 
 def test_grpo_is_compared_with_sft_of_matched_compute_and_the_compute_is_shown(full):
@@ -292,10 +301,11 @@ def test_missing_methods_are_reported(tmp_path):
     data = run_report(Config(), metrics, tmp_path / "reports", n_samples=100, seed=1)
     for task in TASKS:
         assert data["tasks"][task]["present"] == ["base", "sft"]
-        assert data["tasks"][task]["missing"] == ["sft_matched", "grpo", "mpgrpo"]
+        assert data["tasks"][task]["missing"] == ["sft_matched", "grpo", "mpgrpo", "grpo_base"]
         assert [(t["system"], t["baseline"]) for t in data["tasks"][task]["significance"]] == [("sft", "base")]
     md = (tmp_path / "reports" / "report.md").read_text()
-    assert "**Missing**: SQA: SFT (matched compute), GRPO, MP-GRPO; AST: SFT (matched compute), GRPO, MP-GRPO" in md
+    assert ("**Missing**: SQA: SFT (matched compute), GRPO, MP-GRPO, GRPO (from base); AST: SFT (matched compute), "
+            "GRPO, MP-GRPO, GRPO (from base)") in md
     assert "Training compute" not in md  # no train.json with a compute figure
     assert "No training curves found" in md
     table = readme_table(data)
@@ -481,9 +491,9 @@ def test_readme_table_and_marker_replacement(full, tmp_path):
     # SFT: the paper's decoding (sampled mean +- std, swapped), then greedy (real, swapped)
     assert "| SFT | 29.00 ± 0.50 | 2.50 | " in table and "| 30.00 | 3.00 | " in table
     assert "(vs Base)" in table and "(vs GRPO)" in table
-    # the Holm-adjusted p: SFT vs Base's raw p is 1/201, the smallest of 7 in its family
+    # the Holm-adjusted p: SFT vs Base's raw p is 1/201, the smallest of 10 in its family
     sft = next(t for t in data["tasks"]["sqa"]["significance"] if (t["baseline"], t["system"]) == ("base", "sft"))
-    assert sft["p_value"] == pytest.approx(1 / 201) and "| 0.035 (vs Base) |" in table
+    assert sft["p_value"] == pytest.approx(1 / 201) and "| 0.050 (vs Base) |" in table
     assert table.startswith("**SQA**\n\n| method | BLEU (paper's decoding) | swapped audio | p vs previous "
                             "(two-sided, Holm) | BLEU greedy | swapped audio | p vs previous (two-sided, Holm) |")
     assert "**AST**" in table
@@ -566,8 +576,9 @@ def test_the_curve_title_says_how_validation_decoded():
 
     assert validation_decoding(Config()) == "greedy"  # the default: no pass-to-pass noise (docs/tuning.md)
     mixed = config_from_dict({"sft": {"eval_decoding": "sampled"}})
+    # sft_matched inherits sft's
     assert validation_decoding(mixed) == ("SFT sampled T 0.9, top-p 0.9; SFT (matched compute) sampled T 0.9, "
-                                          "top-p 0.9; GRPO greedy; MP-GRPO greedy")  # sft_matched inherits sft's
+                                          "top-p 0.9; GRPO greedy; MP-GRPO greedy; GRPO (from base) greedy")
 
 
 # --- prose generated from the data --------------------------------------------------------------------------------

@@ -81,16 +81,22 @@ def test_sft_matched_starts_from_the_sft_model_and_trains_the_matched_steps(tmp_
     sft_dir = root / "models" / "sft" / TASK
     save(*build_micro(speech_rows, seed=1), sft_dir)  # another init than models/base: a stand-in SFT model
     metrics = root / "metrics"
-    write_train_json(metrics / "grpo" / f"{TASK}.train.json", train_tokens=3000, train_steps=2,
+    write_train_json(metrics / "grpo" / f"{TASK}.train.json", train_tokens=3000, train_steps=4,
                      flops={"total": 6e9})
     write_train_json(metrics / "sft" / f"{TASK}.train.json", train_tokens=1000, train_steps=2,
                      flops={"total": 2e9})  # 1e9 a step
-    cfg = sft_micro_config(max_steps=50)  # sft_matched does not read max_steps
-    cfg = config_from_dict({"sft": to_dict(cfg.sft), "sft_matched": {"lr": 3e-3, "eval_every": 3},
+    cfg = sft_micro_config(max_steps=50, eval_every=7)  # sft_matched reads neither: GRPO's protocol
+    cfg = config_from_dict({"sft": to_dict(cfg.sft), "sft_matched": {"lr": 3e-3},
+                            "grpo": {"eval_every": 2, "lr_scheduler": "constant", "patience": None,
+                                     "start_candidate": False},
                             "evaluate": {"max_new_tokens": 12, "batch_size": 8}})
     out = root / "models" / "sft_matched" / TASK
     result = run_sft_matched(cfg, TASK, micro_paths(root))
     assert result.global_step == 6  # 6e9 / 1e9
+    # GRPO's 4 steps had 2 evaluations (every 2): so have the matched 6 steps (every 3), with GRPO's schedule
+    assert [h["step"] for h in result.history] == [3, 6]
+    protocol = json.loads((metrics / "sft_matched" / f"{TASK}.train.json").read_text())["matched"]["protocol"]
+    assert protocol["eval_every"] == 3 and protocol["lr_scheduler"] == "constant" and protocol["lr"] == 3e-3
     summary = json.loads((metrics / "sft_matched" / f"{TASK}.train.json").read_text())
     assert summary["method"] == "sft_matched" and summary["init"] == str(sft_dir)
     assert summary["matched"]["max_steps"] == 6 and summary["matched"]["grpo"]["flops"]["total"] == 6e9

@@ -228,6 +228,22 @@ def test_tiny_granite_speech_gives_the_plain_log_probs_and_gradients() -> None:
     assert_same_as_plain(model, [first, second], groups=2)
 
 
+def test_granite_speech_with_its_audio_adapter_gives_the_plain_log_probs_and_gradients() -> None:
+    """The released checkpoints' audio LoRA (steps/modeling/audio_adapter.py), switched on by the input_features of
+    the one call the trainer makes: it stays on for the completion tokens run against the shared prefix."""
+    from steps.modeling.audio_adapter import adapter_is_active, prepare_audio_adapter
+    from tests.tiny_granite import add_audio_adapter, tiny_granite
+
+    model = add_audio_adapter(tiny_granite())
+    prepare_audio_adapter(model, "the test model")
+    model.disable_adapters()  # as a generate() without audio would leave it: the audio must switch it back on
+    model = fused(model)
+    first = with_completions(granite_batch(model, [0, 1, 1, 0, 0], seed=0), 4, 64, 4)
+    second = with_completions(granite_batch(model, [1, 1, 0, 0], seed=1), 6, 64, 5)
+    assert_same_as_plain(model, [first, second], groups=2)
+    assert adapter_is_active(model)
+
+
 def test_lora_wrapped_model_gives_the_plain_log_probs_and_gradients() -> None:
     from peft import LoraConfig, get_peft_model
     from trl.trainer.utils import add_fused_lm_head

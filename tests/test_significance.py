@@ -15,7 +15,7 @@ import pytest
 from sacrebleu.metrics import BLEU
 
 from steps.evaluation import significance as sig
-from tests.test_metrics import _two_systems
+from tests.helpers import two_systems
 
 WORDS = ("der", "die", "das", "Hund", "Katze", "isst", "einen", "Apfel", "im", "Garten", "am", "Montag", "heute",
          "gern", "schnell", "Haus")
@@ -66,7 +66,7 @@ def test_with_disagreeing_seeds_fixed_pooling_finds_differences_that_are_not_the
 
 
 def test_two_sided_p_is_symmetric_and_near_zero_for_a_clear_effect() -> None:
-    a, b, refs = _two_systems(n=40, seed=5)
+    a, b, refs = two_systems(n=40, seed=5)
     one, two = [[h] for h in a], [[h] for h in b]
     ab = sig.clustered_paired_bootstrap(one, two, refs, n_samples=500, seed=3)
     ba = sig.clustered_paired_bootstrap(two, one, refs, n_samples=500, seed=3)
@@ -79,7 +79,7 @@ def test_two_sided_p_is_symmetric_and_near_zero_for_a_clear_effect() -> None:
 
 
 def test_p_value_is_about_twice_sacrebleus_one_sided_statistic() -> None:
-    a, b, refs = _two_systems(n=60, seed=1)
+    a, b, refs = two_systems(n=60, seed=1)
     ours = sig.clustered_paired_bootstrap([[h] for h in a], [[h] for h in b], refs, n_samples=1000, seed=7)
     theirs = sig.paired_bootstrap(a, b, refs, n_samples=1000, seed=7)
     assert 1.5 < ours["p_value"] / theirs["p_value"] < 2.5

@@ -38,8 +38,8 @@ DEFAULT_MAX_NEW_TOKENS = 64
 PREDICT_BATCH_SIZE = 8
 # Written next to the model for `mlflow models serve` and friends. Passed explicitly: inferring them would import the
 # model in a subprocess and ask pip, which is slow and may reach for the network.
-PIP_REQUIREMENTS = ("torch==2.13.0", "transformers==5.23.0", "mlflow==3.17.2", "soundfile==0.14.0", "soxr==1.1.0",
-                    "numpy>=1.26", "pandas", "pyyaml>=6.0")
+PIP_REQUIREMENTS = ("torch==2.13.0", "transformers==5.23.0", "peft==0.21.2", "mlflow==3.17.2", "soundfile==0.14.0",
+                    "soxr==1.1.0", "numpy>=1.26", "pandas", "pyyaml>=6.0")  # peft: Granite Speech's audio LoRA
 STEPS_DIR = Path(__file__).resolve().parents[1]  # the whole `steps` package travels with the model
 
 

@@ -269,26 +269,32 @@ class StageRun:
             self.run_id = None  # a broken store stays broken; do not pay its timeouts at every step
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if self.run_id is None:  # tracking off: mlflow need not even be installed (the GPU check)
+            return
         import mlflow
 
         self._call("logging metrics", mlflow.log_metrics, {k: float(v) for k, v in metrics.items()}, step=step)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        import mlflow
-
         if self.run_id is None:
             return
+        import mlflow
+
         try:
             mlflow.log_params({k: str(v)[:_MAX_PARAM_CHARS] for k, v in params.items()})
         except Exception as exc:  # e.g. a param re-logged with another value: warn, keep tracking metrics
             _warn_once("logging params", exc)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
+        if self.run_id is None:  # tracking off: mlflow need not even be installed (the GPU check)
+            return
         import mlflow
 
         self._call("setting tags", mlflow.set_tags, dict(tags))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        if self.run_id is None:  # tracking off: mlflow need not even be installed (the GPU check)
+            return
         import mlflow
 
         fn = mlflow.log_artifacts if Path(path).is_dir() else mlflow.log_artifact
@@ -321,11 +327,15 @@ class StageRun:
         self._call(f"logging artifact {path} to the parent run", log)
 
     def log_dict(self, data: Any, name: str) -> None:
+        if self.run_id is None:  # tracking off: mlflow need not even be installed (the GPU check)
+            return
         import mlflow
 
         self._call(f"logging {name}", mlflow.log_dict, data, name)
 
     def log_text(self, text: str, name: str) -> None:
+        if self.run_id is None:  # tracking off: mlflow need not even be installed (the GPU check)
+            return
         import mlflow
 
         self._call(f"logging {name}", mlflow.log_text, text, name)

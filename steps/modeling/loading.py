@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from steps.core.config import ModelConfig
+from steps.modeling.audio_adapter import has_audio_adapter, prepare_audio_adapter, train_audio_adapter
 from steps.modeling.encoder_speedups import encode_real_frames_only
 from steps.modeling.families import adapter_for, get_submodule
 
@@ -66,6 +67,7 @@ def load_model_and_processor(name_or_path: str | Path, cfg: ModelConfig, revisio
     adapter = adapter_for(config)  # fail early, with the list of supported families
     processor = AutoProcessor.from_pretrained(name, **common)
     model = _auto_model_class(config).from_pretrained(name, dtype=dtype, **common)
+    prepare_audio_adapter(model, name, unfreeze=True)  # Granite Speech's audio LoRA: present, on for audio passes
     model.to(device)
     prepare_tokens(model, processor)
     if adapter.crop_audio_window:
@@ -111,7 +113,13 @@ def parameter_count(model: nn.Module, trainable_only: bool = False) -> int:
 def apply_finetune_switches(model: nn.Module, cfg: ModelConfig) -> nn.Module:
     """Freeze what the config freezes; wrap with LoRA when `finetune: lora`. Returns the model to train."""
     adapter = adapter_for(model)
-    model.requires_grad_(True)
+    model.requires_grad_(True)  # full: a checkpoint's audio LoRA trains with the rest (steps/modeling/audio_adapter.py)
+    if cfg.finetune == "lora" and has_audio_adapter(model):  # train that adapter, not a second one
+        also = [get_submodule(model, m) for m, frozen in ((adapter.encoder, cfg.freeze_audio_encoder),
+                                                          (adapter.projector, cfg.freeze_projector)) if not frozen]
+        model = train_audio_adapter(model, cfg.lora, also)
+        keep_fixed_buffers_frozen(model)
+        return model
     if cfg.finetune == "lora":
         from peft import LoraConfig, get_peft_model
 

@@ -112,8 +112,10 @@ def sampled_runs_in(*evals: Evaluation) -> int:
     return min(counts) if counts else 0
 
 
-# sft_matched (SFT continued for GRPO's compute) is outside the chain: it is the equal-compute baseline of both GRPOs.
-CHAIN = tuple(m for m in METHODS if m != "sft_matched")
+# Outside the chain: sft_matched (SFT continued for GRPO's compute, the equal-compute baseline of both GRPOs) and
+# grpo_base (GRPO from the base model: compared with the base it starts from and with SFT).
+OUTSIDE_CHAIN = {"sft_matched": "sft", "grpo_base": "base"}  # method -> the one its "p vs previous" is against
+CHAIN = tuple(m for m in METHODS if m not in OUTSIDE_CHAIN)
 SFT_BASELINES = ("sft", "sft_matched")
 
 
@@ -127,6 +129,8 @@ def comparisons(present: Sequence[str]) -> list[tuple[str, str]]:
     if "sft_matched" in present:
         pairs += [("sft_matched", m) for m in ("grpo", "mpgrpo") if m in present]
         pairs += [("sft", "sft_matched")] if "sft" in present else []
+    if "grpo_base" in present:
+        pairs += [(m, "grpo_base") for m in ("base", "sft", "grpo") if m in present]
     return pairs
 
 

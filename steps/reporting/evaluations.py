@@ -22,7 +22,8 @@ from steps.core.io import read_jsonl
 from steps.core.paths import curve_file, evaluation_file, predictions_file, train_summary_file
 
 METHODS = MODELS  # the report's rows: base and every post-training method, in this order
-LABELS = {"base": "Base", "sft": "SFT", "sft_matched": "SFT (matched compute)", "grpo": "GRPO", "mpgrpo": "MP-GRPO"}
+LABELS = {"base": "Base", "sft": "SFT", "sft_matched": "SFT (matched compute)", "grpo": "GRPO", "mpgrpo": "MP-GRPO",
+          "grpo_base": "GRPO (from base)"}
 CURVE_METHODS = GRPO_METHODS  # with a metrics/<method>/<task>.curve.csv
 
 

@@ -96,10 +96,10 @@ def settings_vs_paper(cfg: Config) -> list[dict[str, Any]]:
 
 
 def _reason(why: Mapping[str, str], resolved: Mapping[str, Any], key: str) -> str:
-    """`report.why[key]`; an mpgrpo setting inherited unchanged from grpo takes grpo's reason."""
+    """`report.why[key]`; an mpgrpo or grpo_base setting inherited unchanged from grpo takes grpo's reason."""
     if key in why:
         return why[key]
     section, _, rest = key.partition(".")
-    if section == "mpgrpo" and _lookup(resolved, key) == _lookup(resolved, f"grpo.{rest}"):
+    if section in ("mpgrpo", "grpo_base") and _lookup(resolved, key) == _lookup(resolved, f"grpo.{rest}"):
         return why.get(f"grpo.{rest}", "")
     return ""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from steps.core.io import atomic_write_text
-from steps.reporting.analysis import CHAIN, LISTENING_MAX_RATIO, TABLE_METRICS
+from steps.reporting.analysis import CHAIN, LISTENING_MAX_RATIO, OUTSIDE_CHAIN, TABLE_METRICS
 from steps.reporting.conditions import conditions_markdown
 from steps.reporting.evaluations import CURVE_METHODS, LABELS, METHODS, Evaluation
 from steps.reporting.markdown import delta_cell, fmt, fmt_p, fmt_pct, md_table, mde_cell
@@ -315,8 +315,8 @@ def _p_vs_previous(tests: Sequence[Mapping[str, Any]], method: str, present: Seq
 
 
 def _previous(method: str, present: Sequence[str]) -> str | None:
-    if method == "sft_matched":  # outside the chain: compared with the SFT it continues
-        return "sft" if "sft" in present else None
+    if method in OUTSIDE_CHAIN:  # sft_matched: against the SFT it continues; grpo_base: the base it starts from
+        return OUTSIDE_CHAIN[method] if OUTSIDE_CHAIN[method] in present else None
     chain = [m for m in CHAIN if m in present]
     i = chain.index(method)
     return chain[i - 1] if i > 0 else None

@@ -21,8 +21,11 @@ from steps.core.io import atomic_write_text, read_jsonl, write_json
 from steps.core.paths import RunPaths, evaluation_file, predictions_file
 from steps.evaluation.significance import seed_paired_bootstrap
 from steps.reporting.analysis import ALPHA, PAPER_GAINS, holm_family
-from steps.reporting.evaluations import LABELS, METHODS
+from steps.reporting.evaluations import LABELS
 from steps.reporting.markdown import delta_cell, fmt, fmt_p, md_table, mde_cell
+
+# The models every seed has (steps/training/seed_sweep.py repeats these; base is shared): grpo_base is not repeated.
+METHODS = ("base", "sft", "sft_matched", "grpo", "mpgrpo")
 
 SEED_ORDER = ("base", "sft", "grpo")
 POOLED_COMPARISONS = (("sft", "grpo"), ("sft", "mpgrpo"), ("sft_matched", "grpo"), ("sft_matched", "mpgrpo"))

@@ -16,7 +16,7 @@ from typing import Any
 
 from steps.reporting.evaluations import LABELS
 
-COLORS = {"base": "C0", "sft": "C1", "grpo": "C2", "mpgrpo": "C3", "sft_matched": "C4"}
+COLORS = {"base": "C0", "sft": "C1", "grpo": "C2", "mpgrpo": "C3", "sft_matched": "C4", "grpo_base": "C5"}
 STEP_PANELS = (("reward", "training reward (mean BLEU / 100)"), ("kl", "KL to the reference"),
                ("frac_reward_zero_std", "groups with zero reward variance"),
                ("completion_length", "completion length (tokens)"))

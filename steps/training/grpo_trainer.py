@@ -34,6 +34,7 @@ from steps.core.io import atomic_write_text
 from steps.core.paths import RunPaths
 from steps.core.tracking import StageRun
 from steps.evaluation.metrics import corpus_bleu
+from steps.modeling.audio_adapter import has_audio_adapter, prepare_audio_adapter
 from steps.modeling.batches import audio_extractor
 from steps.modeling.encoder_speedups import encode_each_clip_once
 from steps.modeling.families import FamilyAdapter, adapter_for, get_submodule
@@ -50,6 +51,7 @@ from steps.training.grpo_loss import (
 )
 from steps.training.off_policy import OffPolicySource
 from steps.training.rewards import weighted_reward
+from steps.training.rollout_weights import check_synced, use_merged_audio_policy
 from steps.training.runner import (
     NonFiniteGuard,
     StepMetrics,
@@ -134,11 +136,15 @@ class AudioGRPOTrainer(GRPOTrainer):
                              "vllm_mode: colocate")
         for model in (self.model, getattr(self, "ref_model", None)):  # a group's G rows share one clip
             if model is not None:
+                # Granite Speech: the audio LoRA on in every pass (TRL loads the reference model itself)
+                prepare_audio_adapter(self.accelerator.unwrap_model(model), "the GRPO model")
                 switch_off_dropout(self.accelerator.unwrap_model(model))  # every pass scores the same policy
                 encode_each_clip_once(get_submodule(self.accelerator.unwrap_model(model), adapter.encoder))
                 if shared_prefix:  # each group's prompt + audio through the LLM once (steps/modeling/shared_prefix.py)
                     enable_shared_prefix(self.accelerator.unwrap_model(model))
         self._prefix_check = LogProbCheck.for_trainer(self) if shared_prefix else None
+        if self.use_vllm and has_audio_adapter(self.accelerator.unwrap_model(self.model)):
+            use_merged_audio_policy(self.vllm_generation, self.vllm_generation.model)  # steps/training/rollout_weights
 
     # -- audio in ----------------------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -213,6 +219,7 @@ class AudioGRPOTrainer(GRPOTrainer):
         original = llm.generate
 
         def generate_with_audio(requests: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
+            check_synced(vllm)  # a policy with an audio adapter: TRL's sync (just before) pushed it merged
             for request, audio in zip(requests, audios, strict=True):
                 # vLLM expands one audio token per clip itself: our prompt has it expanded already (measured with
                 # vLLM 0.33's processors: 53 audio tokens went in, 105 came out). The trainer keeps its own ids.

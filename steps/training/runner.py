@@ -3,10 +3,11 @@ best, save.
 
 `run_training(job, build)` loads the job's train and validation splits, resumes from the work folder when its
 fingerprint matches (steps/training/checkpoints.py), opens the stage's MLflow run, loads the starting model with the
-`model` switches (LoRA, freezing), lets `build` make the method's transformers Trainer, trains, and saves the best
-checkpoint on validation BLEU (the Trainer's `load_best_model_at_end`) to the job's output folder, atomically, with
-the resolved params; then writes the summary (metrics/<method>/<task>.train.json), registers the model in MLflow and
-deletes the checkpoints. Under `accelerate launch` every process trains and the main process owns the files.
+`model` switches (LoRA, freezing), lets `build` make the method's transformers Trainer, evaluates the start model
+(step 0), trains until the validation plateau or the step cap (selection.py), and saves the best evaluation (the
+Trainer's `load_best_model_at_end`; the start model when nothing beat it) to the job's output folder, atomically,
+with the resolved params; then writes the summary (metrics/<method>/<task>.train.json), registers the model in MLflow
+and deletes the checkpoints. Under `accelerate launch` every process trains and the main process owns the files.
 
 What training cost is measured the same way for every method (`ComputeMeter`, the summary's `compute`): the tokens
 of every sequence in the optimiser's loss passes (forward + backward; the attention-mask sum of each batch the loss is
@@ -37,6 +38,7 @@ from steps.core.config import RESOLVED_CONFIG_NAME, Config, to_dict
 from steps.core.io import atomic_dir, write_json, write_yaml
 from steps.core.tracking import StageRun, stage_run
 from steps.data.splits import load_split, training_view
+from steps.modeling.audio_adapter import save_model
 from steps.modeling.generation import GenerationSettings
 from steps.modeling.loading import (
     apply_finetune_switches,
@@ -57,6 +59,7 @@ from steps.training.checkpoints import (
     write_validation_history,
 )
 from steps.training.flops import FlopCounter
+from steps.training.selection import PlateauStop, plateau, selection_score
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,8 @@ class TrainResult:
     train_minutes: float = 0.0
     trainable_parameters: int = 0
     compute: dict[str, Any] = field(default_factory=dict)  # ComputeMeter.figures()
+    stopped: str = "max_steps"  # "plateau": stopped by PlateauStop; "max_steps": ran to its cap
+    plateau: dict[str, Any] = field(default_factory=dict)  # the plateau state at the end (selection.Plateau)
 
 
 def validation_settings(cfg: Config, decoding: str, max_new_tokens: int) -> GenerationSettings:
@@ -307,6 +312,10 @@ def run_training(job: TrainingJob, build: Callable[[TrainerInputs], Any],
         model = apply_finetune_switches(model, cfg.model)
         trainable = parameter_count(model, trainable_only=True)
         trainer = build(TrainerInputs(model, processor, train, validation, run, history))
+        # the start model is a candidate (step 0); a resumed run has its evaluation already
+        trainer.args.eval_on_start = s.start_candidate and resume is None
+        stop = PlateauStop(history, s.patience, s.min_delta, label)
+        trainer.add_callback(stop)  # after the method's validation callback, which adds the evaluation it reads
         meter = ComputeMeter(history, job.work_dir)
         if resume:
             meter.restore(resume)
@@ -323,17 +332,24 @@ def run_training(job: TrainingJob, build: Callable[[TrainerInputs], Any],
         best_step = checkpoint_step(state.best_model_checkpoint) if state.best_model_checkpoint else None
         if not processes.is_main_process:
             return TrainResult(job.out_dir, resumed_from, state.global_step, None, None)
-        # load_best_model_at_end has put the best checkpoint's weights into trainer.model.
-        final = trainer.accelerator.unwrap_model(trainer.model)
-        if hasattr(final, "merge_and_unload"):  # LoRA: a plain model that every later stage loads the same way
-            final = final.merge_and_unload()
+        keep_start = start_wins(history, best_step)
         with atomic_dir(job.out_dir) as tmp:
-            final.save_pretrained(tmp)
-            processor.save_pretrained(tmp)
+            if keep_start:  # no checkpoint beat the start model on validation: the output is the start model
+                shutil.copytree(job.init_dir, tmp, dirs_exist_ok=True)
+                best_step = 0
+            else:  # load_best_model_at_end has put the best checkpoint's weights into trainer.model
+                final = trainer.accelerator.unwrap_model(trainer.model)
+                if hasattr(final, "merge_and_unload"):  # LoRA: a plain model every later stage loads the same way
+                    final = final.merge_and_unload()
+                save_model(final, tmp)  # save_pretrained; an audio LoRA as the released checkpoints lay it out
+                processor.save_pretrained(tmp)
             write_yaml(tmp / RESOLVED_CONFIG_NAME, to_dict(cfg))
         best = next((h["eval_bleu"] for h in history if h["step"] == best_step), None)
+        reached = plateau(history, s.patience, s.min_delta) if history else None
         result = TrainResult(job.out_dir, resumed_from, state.global_step, best_step, best, history,
-                             round(minutes, 2), trainable, meter.figures())
+                             round(minutes, 2), trainable, meter.figures(),
+                             stopped="plateau" if stop.stopped_at is not None else "max_steps",
+                             plateau=reached.as_dict(s.patience, s.min_delta) if reached else {})
         summary = summary_dict(result, job, len(train))
         if job.summary_path is not None:
             write_json(job.summary_path, summary)
@@ -342,9 +358,10 @@ def run_training(job: TrainingJob, build: Callable[[TrainerInputs], Any],
         run.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)}
                         | {f"compute/{k}": v for k, v in result.compute.items() if not isinstance(v, dict)}
                         | {f"compute/flops/{k}": v for k, v in result.compute.get("flops", {}).items()})
-        from steps.core.registry import register_model  # imports mlflow and pandas: only once a model is saved
+        if run.active:  # tracking on: the registry imports mlflow and pandas, only once a model is saved
+            from steps.core.registry import register_model
 
-        register_model(run, job.out_dir, job.task, job.method)  # MLflow registry: speech-grpo-<task>-<method>
+            register_model(run, job.out_dir, job.task, job.method)  # MLflow registry: speech-grpo-<task>-<method>
         print(f"{label}: saved {job.out_dir} (best step {best_step}, validation BLEU {best}) after {minutes:.1f} min",
               flush=True)
     if not s.keep_checkpoints:
@@ -352,12 +369,21 @@ def run_training(job: TrainingJob, build: Callable[[TrainerInputs], Any],
     return result
 
 
+def start_wins(history: list[dict[str, float]], best_step: int | None) -> bool:
+    """Whether the start model (step 0) scores at least the best checkpoint's selection score (or no checkpoint was
+    kept): then it is the run's output."""
+    start = next((h for h in history if h["step"] == 0), None)
+    trained = next((h for h in history if h["step"] == best_step), None) if best_step else None
+    return start is not None and (trained is None or selection_score(start) >= selection_score(trained))
+
+
 def summary_dict(result: TrainResult, job: TrainingJob, n_train: int) -> dict[str, Any]:
     """metrics/<method>/<task>.train.json: the best step and validation history, minutes, the step resumed from, and
     what training cost (`compute`, ComputeMeter.figures)."""
     return {
         "method": job.method, "task": job.task, "n_train": n_train, "global_step": result.global_step,
-        "resumed_from_step": result.resumed_from_step, "best_step": result.best_step,
+        "resumed_from_step": result.resumed_from_step, "best_step": result.best_step, "stopped": result.stopped,
+        "plateau": result.plateau,
         "best_validation_bleu": None if result.best_bleu is None else round(float(result.best_bleu), 2),
         "train_minutes": result.train_minutes, "trainable_parameters": result.trainable_parameters,
         "init": str(job.init_dir), "compute": result.compute, **job.extra_summary, "validation": result.history,

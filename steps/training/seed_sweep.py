@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from steps.core.config import GRPO_METHODS, METHODS, TASKS, Config, HeldOutConditions
+from steps.core.config import TASKS, Config, HeldOutConditions
 from steps.core.io import atomic_dir
 from steps.core.paths import RunPaths
 from steps.core.tracking import ENV_SWEEP_SEED
@@ -28,6 +28,11 @@ from steps.evaluation.evaluator import run_evaluate
 from steps.reporting.seed_tables import collect, pooled_significance, seed_folder, write_summary
 from steps.training.grpo_trainer import run_grpo
 from steps.training.sft_trainer import run_sft, run_sft_matched
+
+# What the sweep repeats per seed: GRPO and MP-GRPO from SFT and their baselines (the pooled comparisons). GRPO from the
+# base model (grpo_base) is the pipeline's single run only.
+SWEEP_GRPO_METHODS = ("grpo", "mpgrpo")
+SWEEP_METHODS = ("sft", "sft_matched", *SWEEP_GRPO_METHODS)
 
 
 def seed_config(cfg: Config, seed: int) -> Config:
@@ -50,12 +55,12 @@ def run_seed(cfg: Config, seed: int, root: Path, out_dir: Path, tasks: tuple[str
             for task in tasks:
                 print(f"seeds: seed {seed}, {task}: sft", flush=True)
                 run_sft(scfg, task, paths)
-                for method in GRPO_METHODS:
+                for method in SWEEP_GRPO_METHODS:
                     print(f"seeds: seed {seed}, {task}: {method}", flush=True)
                     run_grpo(scfg, method, task, paths)
                 print(f"seeds: seed {seed}, {task}: sft_matched", flush=True)
                 run_sft_matched(scfg, task, paths)
-                for method in METHODS:
+                for method in SWEEP_METHODS:
                     run_evaluate(scfg, method, task, paths)
             shutil.rmtree(paths.models / ".work", ignore_errors=True)  # checkpoints: the best models are saved
     finally:

@@ -45,9 +45,7 @@ from steps.training.runner import (
     trainer_kwargs,
     validation_settings,
 )
-
-# BLEU has 2 meaningful decimals; 1e-4 x loss only breaks ties between equal BLEU.
-SELECTION_LOSS_WEIGHT = 1e-4
+from steps.training.selection import selection_score
 
 
 @dataclass
@@ -85,7 +83,8 @@ class ValidationBleu(TrainerCallback):
         # The trainer reads metric_for_best_model ("selection" -> "eval_selection") from this dict afterwards.
         metrics["eval_bleu"] = corpus_bleu(hyps, self.references)
         # The best checkpoint is the best on BLEU; among equal BLEU (e.g. 0 early on) the lower loss wins.
-        metrics["eval_selection"] = metrics["eval_bleu"] - SELECTION_LOSS_WEIGHT * metrics.get("eval_loss", 0.0)
+        metrics["eval_selection"] = selection_score({"eval_bleu": metrics["eval_bleu"],
+                                                     "eval_loss": metrics.get("eval_loss", math.nan)})
         self.history.append({"step": state.global_step, "eval_loss": float(metrics.get("eval_loss", math.nan)),
                              "eval_bleu": metrics["eval_bleu"]})
         write_validation_history(Path(args.output_dir), self.history)
@@ -202,6 +201,24 @@ def run_sft_matched(cfg: Config, task: str, paths: RunPaths, callbacks: list[Any
     grpo_figure = compute_figure(matched["grpo"], figure)
     print(f"sft_matched[{task}]: {steps} steps = GRPO's {figure} {grpo_figure:.4g} / SFT's "
           f"{matched[f'sft_{figure}_per_step']:.4g} per step", flush=True)
-    settings = dataclasses.replace(cfg.sft_matched, max_steps=steps)
+    settings = matched_settings(cfg, steps, matched)
     return run_sft(cfg, task, paths, callbacks, method="sft_matched", settings=settings,
                    extra_summary={"matched": matched})
+
+
+def matched_settings(cfg: Config, steps: int, matched: dict[str, Any]) -> SftConfig:
+    """sft_matched's section with GRPO's protocol: its learning-rate schedule, its stopping rule and as many
+    evaluations over the matched compute as GRPO had over its own (GRPO's train_steps / eval_every), so that neither
+    method gets more checkpoints to choose from or a kinder schedule; the learning rate is sft_matched's own.
+    What was taken is recorded in `matched`."""
+    grpo = cfg.grpo
+    evaluations = max(1, matched["grpo"]["train_steps"] // grpo.eval_every)
+    eval_every = max(1, round(steps / evaluations))
+    settings = dataclasses.replace(cfg.sft_matched, max_steps=steps, eval_every=eval_every,
+                                   lr_scheduler=grpo.lr_scheduler, warmup_ratio=grpo.warmup_ratio,
+                                   patience=grpo.patience, min_delta=grpo.min_delta,
+                                   start_candidate=grpo.start_candidate)
+    matched["protocol"] = {"from": "grpo", "lr_scheduler": grpo.lr_scheduler, "warmup_ratio": grpo.warmup_ratio,
+                           "patience": grpo.patience, "min_delta": grpo.min_delta, "eval_every": eval_every,
+                           "grpo_evaluations": evaluations, "lr": settings.lr}
+    return settings

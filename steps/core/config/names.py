@@ -11,8 +11,9 @@ TASKS: tuple[str, ...] = ("sqa", "ast")  # what SFT, GRPO and the evaluation pos
 POOLS: tuple[str, ...] = (*TASKS, "pretrain")  # the data pools synth and prepare make (pretrain: ASR + AST)
 # The post-training methods, in the order the report lists them; `base` (the pretrain stage's model) is evaluated
 # beside them. sft_matched is trained after GRPO (it matches GRPO's measured compute).
+# grpo_base is GRPO from the base model (the paper's start), beside GRPO from SFT.
 SFT_METHODS: tuple[str, ...] = ("sft", "sft_matched")
-GRPO_METHODS: tuple[str, ...] = ("grpo", "mpgrpo")
+GRPO_METHODS: tuple[str, ...] = ("grpo", "mpgrpo", "grpo_base")
 METHODS: tuple[str, ...] = ("sft", "sft_matched", *GRPO_METHODS)
 MODELS: tuple[str, ...] = ("base", *METHODS)  # every model the pipeline evaluates
 RESOLVED_CONFIG_NAME = "resolved_params.yaml"

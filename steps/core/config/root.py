@@ -41,6 +41,7 @@ class Config:
     sft_matched: SftMatchedConfig = SftMatchedConfig()
     grpo: GrpoConfig = GrpoConfig()
     mpgrpo: GrpoConfig = GrpoConfig(num_off_policy=1)
+    grpo_base: GrpoConfig = GrpoConfig(init="base")
     evaluate: EvaluateConfig = EvaluateConfig()
     report: ReportConfig = ReportConfig()
     sweep: SweepConfig = SweepConfig()
@@ -112,14 +113,15 @@ def _inherit(raw: dict[str, Any], parent: str, child: str, fields: set[str], own
 
 
 def inherit_grpo_keys(raw: dict[str, Any]) -> dict[str, Any]:
-    """`mpgrpo` = `grpo` plus what it overrides; num_off_policy is 1 unless one of the two sets it."""
+    """`mpgrpo` and `grpo_base` = `grpo` plus what they override; mpgrpo's num_off_policy is 1 unless grpo or mpgrpo
+    sets it, grpo_base's init is `base` unless grpo_base sets it."""
     if "grpo" not in raw:
         return raw
     fields = {f.name for f in dataclasses.fields(GrpoConfig)}
     out = _inherit(raw, "grpo", "mpgrpo", fields, {})
     if out is not raw:
         out["mpgrpo"].setdefault("num_off_policy", Config.mpgrpo.num_off_policy)
-    return out
+    return _inherit(out, "grpo", "grpo_base", fields, {"init": "base"})
 
 
 def inherit_sft_keys(raw: dict[str, Any]) -> dict[str, Any]:

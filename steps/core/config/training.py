@@ -14,9 +14,11 @@ Scheduler = Literal["constant", "constant_with_warmup", "cosine", "cosine_with_m
 
 @dataclasses.dataclass(frozen=True)
 class PostTrainingConfig:
-    """What every post-training method shares (steps/training/runner.py): the optimiser, the step budget, validation
-    BLEU every `eval_every` steps on the first `eval_examples` validation examples (`eval_decoding`: `greedy`, or
-    `sampled` with the evaluation's temperature/top-p), the best checkpoint on it kept; checkpoints in
+    """What every post-training method shares (steps/training/runner.py): the optimiser; validation BLEU of the start
+    model (step 0) and every `eval_every` steps on the first `eval_examples` validation examples (`eval_decoding`:
+    `greedy`, or `sampled` with the evaluation's temperature/top-p); training stops at its plateau, once `patience`
+    evaluations in a row have not beaten the best so far by more than `min_delta` BLEU, or at `max_steps` (a cap;
+    the summary says which); the best evaluation is kept, the start model included (`start_candidate`). Checkpoints in
     `<paths.models>/.work/<method>/<task>` (resumed after an interruption, deleted after success unless
     `keep_checkpoints`)."""
 
@@ -36,6 +38,9 @@ class PostTrainingConfig:
     save_total_limit: int = at_least(1, 2)
     keep_checkpoints: bool = False
     threads: int = at_least(0, 0, THREADS_NOTE)
+    patience: int | None = at_least(1, 3, " evaluations, or null (train to max_steps)")
+    min_delta: float = at_least(0, 0.5, " BLEU")
+    start_candidate: bool = True  # evaluate the start model (step 0); it is kept when no checkpoint beats it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,17 +61,18 @@ class SftConfig(PostTrainingConfig):
 @dataclasses.dataclass(frozen=True)
 class SftMatchedConfig(SftConfig):
     """The sft_matched stage: SFT continued from models/sft/<task> for the compute GRPO measured (the equal-compute
-    control, steps/training/sft_trainer.py). The section holds only what differs from `sft`. `max_steps` is not read:
-    the stage derives it from GRPO's measured `compute` figure: `flops` (estimated FLOPs of every pass, rollouts and
-    reference included: steps/training/flops.py), `train_tokens` (loss-pass tokens) or `train_seconds`."""
+    control, steps/training/sft_trainer.py). The section holds only what differs from `sft`. Not read, because the
+    stage takes them from GRPO: `max_steps` (GRPO's measured `compute` figure over SFT's per step: `flops`, the
+    estimated FLOPs of every pass, rollouts and reference included (steps/training/flops.py); `train_tokens`, the
+    loss passes' tokens; or `train_seconds`), `eval_every` (as many evaluations as GRPO had), `lr_scheduler`,
+    `warmup_ratio`, `patience`, `min_delta`, `start_candidate` (GRPO's). `lr` is its own."""
 
     lr: float = above(0, 1e-4)
-    eval_every: int = at_least(1, 40)
     compute: Literal["flops", "train_tokens", "train_seconds"] = "flops"
 
 
 # The keys sft_matched sets itself when its section leaves them out (every other key comes from `sft`).
-SFT_MATCHED_OWN_KEYS: tuple[str, ...] = ("lr", "eval_every", "compute")
+SFT_MATCHED_OWN_KEYS: tuple[str, ...] = ("lr", "compute")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +85,8 @@ class GrpoConfig(PostTrainingConfig):
     outputs keyed by id, field `off_policy_field`; `policy_shaping_gamma`: LUFFY's shaping). `advantage_std_floor`:
     advantages are (r - mean) / max(std, floor) over the group. `shared_prefix`: each group's prompt and audio go
     through the LLM once per log-prob pass and rollout prefill (steps/modeling/shared_prefix.py; the same results up to
-    rounding, checked against the plain pass at first use). The `mpgrpo` section holds only what differs from `grpo`.
+    rounding, checked against the plain pass at first use). The `mpgrpo` and `grpo_base` (GRPO from the base model)
+    sections hold only what differs from `grpo`.
     """
 
     lr: float = above(0, 2e-5)
