@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from steps.reporting.analysis import paired_by_id, task_significance
 from steps.reporting.evaluations import METHODS, load_evaluations
 from steps.reporting.paper_settings import settings_vs_paper
 from steps.reporting.render import (
+    HEADLINE_BEGIN,
+    HEADLINE_END,
     MARK_BEGIN,
     MARK_END,
     SEEDS_BEGIN,
@@ -39,6 +42,7 @@ SCORES = {  # greedy BLEU, real and swapped audio; mpgrpo's outputs are grpo's e
     "sft_matched": {"bleu": 35.0, "bleu_swapped": 3.5},
     "grpo": {"bleu": 45.0, "bleu_swapped": 4.0},
     "mpgrpo": {"bleu": 45.0, "bleu_swapped": 4.0},
+    "grpo_base": {"bleu": 25.0, "bleu_swapped": 2.5},
 }
 BERT_REASON = "no bertscore_model configured (set it to a local BERT-family model folder)"
 ANIMALS = ("cat", "dog", "bird", "fox", "cow")
@@ -59,6 +63,8 @@ def hypotheses(method: str) -> list[str]:
         return [r if i % 2 == 0 else w for i, (r, w) in enumerate(zip(refs, wrong, strict=True))]
     if method == "sft_matched":
         return [r if i % 4 != 3 else w for i, (r, w) in enumerate(zip(refs, wrong, strict=True))]
+    if method == "grpo_base":  # GRPO from the base model: right on 1 in 4
+        return [r if i % 4 == 0 else w for i, (r, w) in enumerate(zip(refs, wrong, strict=True))]
     return refs
 
 
@@ -113,24 +119,54 @@ def write_curves(metrics_dir: Path, task: str) -> None:
 
 COMPUTE = {  # what the training stages measured (metrics/<method>/<task>.train.json's compute)
     "sft": {"train_tokens": 240_000, "train_sequences": 4800, "rollout_tokens": 0, "train_steps": 300,
-            "train_seconds": 600.0, "train_tokens_per_step": 800.0},
+            "train_seconds": 600.0, "train_tokens_per_step": 800.0,
+            "flops": {"total": 4.0e12, "loss": 4.0e12, "rollouts": 0, "reference": 0, "llm": 3.0e12, "audio": 1.0e12}},
     "grpo": {"train_tokens": 96_000, "train_sequences": 2560, "rollout_tokens": 30_000, "train_steps": 20,
-             "train_seconds": 100.0, "train_tokens_per_step": 4800.0},
+             "train_seconds": 100.0, "train_tokens_per_step": 4800.0,
+             "flops": {"total": 1.2e12, "loss": 6.0e11, "rollouts": 4.0e11, "reference": 2.0e11, "llm": 9.0e11,
+                       "audio": 3.0e11}},
     "mpgrpo": {"train_tokens": 97_000, "train_sequences": 2560, "rollout_tokens": 30_500, "train_steps": 20,
-               "train_seconds": 104.0, "train_tokens_per_step": 4850.0},
+               "train_seconds": 104.0, "train_tokens_per_step": 4850.0,
+               "flops": {"total": 1.25e12, "loss": 6.5e11, "rollouts": 4.0e11, "reference": 2.0e11, "llm": 9.5e11,
+                         "audio": 3.0e11}},
     "sft_matched": {"train_tokens": 96_400, "train_sequences": 1920, "rollout_tokens": 0, "train_steps": 120,
-                    "train_seconds": 240.0, "train_tokens_per_step": 803.33},
+                    "train_seconds": 240.0, "train_tokens_per_step": 803.33,
+                    "flops": {"total": 1.2e12, "loss": 1.2e12, "rollouts": 0, "reference": 0, "llm": 9.0e11,
+                              "audio": 3.0e11}},
+    "grpo_base": {"train_tokens": 90_000, "train_sequences": 2560, "rollout_tokens": 28_000, "train_steps": 20,
+                  "train_seconds": 98.0, "train_tokens_per_step": 4500.0,
+                  "flops": {"total": 1.1e12, "loss": 5.5e11, "rollouts": 3.5e11, "reference": 2.0e11, "llm": 8.0e11,
+                            "audio": 3.0e11}},
 }
+# Each method's validation history as the trainers record it: (step, BLEU, cumulative FLOPs, seconds). SFT and GRPO
+# were still improving at their last evaluation; MP-GRPO chose its start (the SFT model, step 0).
+HISTORY = {
+    "sft": [(150, 20.0, 2.0e12, 300.0), (300, 28.0, 4.0e12, 600.0)],
+    "sft_matched": [(40, 27.0, 4.0e11, 80.0), (80, 29.0, 8.0e11, 160.0), (120, 28.5, 1.2e12, 240.0)],
+    "grpo": [(10, 28.5, 6.0e11, 50.0), (20, 29.5, 1.2e12, 100.0)],
+    "mpgrpo": [(0, 28.0, 0.0, 0.0), (10, 27.0, 6.25e11, 52.0), (20, 27.5, 1.25e12, 104.0)],
+    "grpo_base": [(0, 10.0, 0.0, 0.0), (10, 12.0, 5.5e11, 49.0), (20, 11.0, 1.1e12, 98.0)],
+}
+BEST = {"sft": 300, "sft_matched": 80, "grpo": 20, "mpgrpo": 0, "grpo_base": 10}
 
 
 def write_compute(metrics_dir: Path, task: str) -> None:
     for method, compute in COMPUTE.items():
         path = metrics_dir / method / f"{task}.train.json"
         summary = json.loads(path.read_text()) if path.is_file() else {"task": task, "validation": []}
-        summary["compute"] = compute
+        history = [{"step": step, "eval_bleu": bleu, "flops": flops, "train_seconds": seconds}
+                   for step, bleu, flops, seconds in HISTORY[method]]
+        if method == "sft":  # keep the validation loss of write_curves
+            history = [h | {"eval_loss": v["eval_loss"]} for h, v in zip(history, summary["validation"], strict=True)]
+        best = next(h["eval_bleu"] for h in history if h["step"] == BEST[method])
+        summary |= {"method": method, "compute": compute, "validation": history, "best_step": BEST[method],
+                    "best_validation_bleu": best, "global_step": HISTORY[method][-1][0],
+                    "init": f"models/{'base' if method in ('sft', 'grpo_base') else 'sft/' + task}"}
+        if method == "grpo":
+            summary["stopped"] = "max_steps"  # as early stopping records it (the others': inferred from the steps)
         if method == "sft_matched":
-            summary["matched"] = {"compute": "train_tokens", "grpo": COMPUTE["grpo"],
-                                  "sft_train_tokens_per_step": 800.0, "max_steps": 120}
+            summary["matched"] = {"compute": "flops", "grpo": COMPUTE["grpo"], "sft_flops_per_step": 1.0e10,
+                                  "max_steps": 120}
         path.write_text(json.dumps(summary))
 
 
@@ -189,16 +225,17 @@ def test_significance_better_system_significant_identical_not(full):
     _, data = full
     tests = {(t["system"], t["baseline"]): t for t in data["tasks"]["ast"]["significance"]}
     assert list(tests) == [("sft", "base"), ("grpo", "sft"), ("mpgrpo", "grpo"), ("mpgrpo", "sft"),
-                           ("grpo", "sft_matched"), ("mpgrpo", "sft_matched"), ("sft_matched", "sft")]
+                           ("grpo", "sft_matched"), ("mpgrpo", "sft_matched"), ("sft_matched", "sft"),
+                           ("grpo_base", "base"), ("grpo_base", "sft"), ("grpo_base", "grpo")]
     for t in tests.values():
         assert 0.0 <= t["p_value"] <= 1.0
         assert t["n"] == N and t["n_samples"] == 200
         assert t["baseline_ci95"][0] <= t["baseline_ci95"][1] and t["system_ci95"][0] <= t["system_ci95"][1]
     better = tests[("grpo", "sft")]  # right on every example vs right on half
     assert better["delta"] > 0 and better["p_value"] == pytest.approx(1 / 201) and better["significant"]
-    assert better["p_holm"] == pytest.approx(7 / 201)  # the smallest p of a family of 7: times 7
+    assert better["p_holm"] == pytest.approx(10 / 201)  # the smallest p of a family of 10: times 10
     assert better["verdict"] == "significant (two-sided, Holm: p < 0.05): GRPO higher than SFT"
-    assert better["family"] == "ast greedy" and better["family_size"] == 7 and better["test"] == "two-sided"
+    assert better["family"] == "ast greedy" and better["family_size"] == 10 and better["test"] == "two-sided"
     assert better["delta_ci95"][0] > 0 and better["mde_holm"] > better["mde"] > 0  # alpha / 7 needs more
     same = tests[("mpgrpo", "grpo")]  # the very same outputs
     assert same["delta"] == 0 and same["p_value"] == 1.0 and same["p_holm"] == 1.0 and not same["significant"]
@@ -206,7 +243,7 @@ def test_significance_better_system_significant_identical_not(full):
     md = (full[0] / "report.md").read_text()
     assert "| MP-GRPO vs GRPO |" in md and "not significant (two-sided, Holm: p >= 0.05)" in md
     assert "| p (two-sided) | p (two-sided, Holm) | MDE 80% (alone / Holm) |" in md
-    assert "adjusted over the 7 comparisons of this table" in md
+    assert "adjusted over the 10 comparisons of this table" in md
 
 
 def test_grpo_is_compared_with_sft_of_matched_compute_and_the_compute_is_shown(full):
@@ -224,9 +261,9 @@ def test_grpo_is_compared_with_sft_of_matched_compute_and_the_compute_is_shown(f
     assert "| GRPO vs SFT (matched compute) |" in md and "| MP-GRPO vs SFT (matched compute) |" in md
     assert "| GRPO vs SFT |" in md  # beside the comparison with plain SFT
     assert "### Training compute (measured)" in md
-    assert "| GRPO | 20 | 96,000 | 4,800 | 100.00 | 30,000 |" in md
-    assert "| SFT (matched compute) | 120 | 96,400 | 803 | 240.00 |  |" in md
-    assert "round(GRPO's train tokens 96,000 / SFT's 800 per step) = 120 steps" in md
+    assert "| GRPO | 20 | 1.2e+12 | 6e+11 | 4e+11 | 2e+11 | 96,000 | 4,800 | 100.00 | 30,000 |" in md
+    assert "| SFT (matched compute) | 120 | 1.2e+12 | 1.2e+12 |  |  | 96,400 | 803 | 240.00 |  |" in md
+    assert "round(GRPO's flops 1.2e+12 / SFT's 1e+10 per step) = 120 steps" in md
     inputs = data["inputs"]
     assert "metrics/grpo/sqa.train.json" in inputs and "metrics/sft_matched/sqa.train.json" in inputs
     table = readme_table(data)
@@ -264,10 +301,11 @@ def test_missing_methods_are_reported(tmp_path):
     data = run_report(Config(), metrics, tmp_path / "reports", n_samples=100, seed=1)
     for task in TASKS:
         assert data["tasks"][task]["present"] == ["base", "sft"]
-        assert data["tasks"][task]["missing"] == ["sft_matched", "grpo", "mpgrpo"]
+        assert data["tasks"][task]["missing"] == ["sft_matched", "grpo", "mpgrpo", "grpo_base"]
         assert [(t["system"], t["baseline"]) for t in data["tasks"][task]["significance"]] == [("sft", "base")]
     md = (tmp_path / "reports" / "report.md").read_text()
-    assert "**Missing**: SQA: SFT (matched compute), GRPO, MP-GRPO; AST: SFT (matched compute), GRPO, MP-GRPO" in md
+    assert ("**Missing**: SQA: SFT (matched compute), GRPO, MP-GRPO, GRPO (from base); AST: SFT (matched compute), "
+            "GRPO, MP-GRPO, GRPO (from base)") in md
     assert "Training compute" not in md  # no train.json with a compute figure
     assert "No training curves found" in md
     table = readme_table(data)
@@ -316,7 +354,8 @@ def test_pairing_is_by_id_not_by_line(tmp_path):
 def test_plots_and_examples_are_written(full):
     out, data = full
     assert data["plots"] == ["plots/metrics_sqa.png", "plots/metrics_ast.png", "plots/listening.png",
-                             "plots/curves_sqa.png", "plots/curves_ast.png"]
+                             "plots/curves_sqa.png", "plots/curves_ast.png", "plots/frontier_sqa.png",
+                             "plots/frontier_ast.png"]
     for name in data["plots"]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     examples = (out / "examples.md").read_text()
@@ -328,7 +367,7 @@ def test_plots_and_examples_are_written(full):
     assert curves["grpo"]["points"] == 20 and curves["grpo"]["last_step"] == 20
     assert curves["grpo"]["reward"] == {"first": 0.215, "last": 0.395}  # mean of the first / last 2 of 20
     assert curves["mpgrpo"]["best_val_bleu"] == {"step": 20, "bleu": 40.0}
-    assert curves["sft"]["best_val_bleu"] == {"step": 40, "bleu": 28.0}
+    assert curves["sft"]["best_val_bleu"] == {"step": 300, "bleu": 28.0}
     assert "reward_off_policy" in curves["mpgrpo"] and "reward_off_policy" not in curves["grpo"]
 
 
@@ -452,9 +491,9 @@ def test_readme_table_and_marker_replacement(full, tmp_path):
     # SFT: the paper's decoding (sampled mean +- std, swapped), then greedy (real, swapped)
     assert "| SFT | 29.00 ± 0.50 | 2.50 | " in table and "| 30.00 | 3.00 | " in table
     assert "(vs Base)" in table and "(vs GRPO)" in table
-    # the Holm-adjusted p: SFT vs Base's raw p is 1/201, the smallest of 7 in its family
+    # the Holm-adjusted p: SFT vs Base's raw p is 1/201, the smallest of 10 in its family
     sft = next(t for t in data["tasks"]["sqa"]["significance"] if (t["baseline"], t["system"]) == ("base", "sft"))
-    assert sft["p_value"] == pytest.approx(1 / 201) and "| 0.035 (vs Base) |" in table
+    assert sft["p_value"] == pytest.approx(1 / 201) and "| 0.050 (vs Base) |" in table
     assert table.startswith("**SQA**\n\n| method | BLEU (paper's decoding) | swapped audio | p vs previous "
                             "(two-sided, Holm) | BLEU greedy | swapped audio | p vs previous (two-sided, Holm) |")
     assert "**AST**" in table
@@ -537,5 +576,112 @@ def test_the_curve_title_says_how_validation_decoded():
 
     assert validation_decoding(Config()) == "greedy"  # the default: no pass-to-pass noise (docs/tuning.md)
     mixed = config_from_dict({"sft": {"eval_decoding": "sampled"}})
+    # sft_matched inherits sft's
     assert validation_decoding(mixed) == ("SFT sampled T 0.9, top-p 0.9; SFT (matched compute) sampled T 0.9, "
-                                          "top-p 0.9; GRPO greedy; MP-GRPO greedy")  # sft_matched inherits sft's
+                                          "top-p 0.9; GRPO greedy; MP-GRPO greedy; GRPO (from base) greedy")
+
+
+# --- prose generated from the data --------------------------------------------------------------------------------
+
+NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?![\w.]*\w)")
+
+
+def stated_forms(*data: Any) -> set[str]:
+    """Every way the prose may print a number the data holds: 2 decimals (signed or not), a p-value's 3, 3
+    significant digits, an integer, a fraction as a percentage; and list lengths (e.g. how many seeds)."""
+    forms: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            forms.add(str(len(value)))
+            for v in value:
+                walk(v)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            v = float(value)
+            forms.update({f"{v:.2f}", f"{v:+.2f}", f"{v:.3f}", f"{v:.3g}", f"{v * 100:.0f}"})
+            if v.is_integer():
+                forms.add(str(int(v)))
+            if 0 <= v < 0.001:
+                forms.add("0.001")  # printed as <0.001
+        elif isinstance(value, str) and NUMBER.fullmatch(value):
+            forms.add(value)
+
+    for d in data:
+        walk(d)
+    return forms
+
+
+def numbers_not_from(text: str, *data: Any) -> list[str]:
+    forms = stated_forms(*data)
+    return [n for n in NUMBER.findall(text) if n not in forms and n.lstrip("+") not in forms]
+
+
+def pooled_seeds(report: dict[str, Any]) -> dict[str, Any]:
+    """A sweep summary with pooled comparisons shaped like seed_tables.pooled_significance's."""
+    pooled = {task: [{"baseline": base, "system": system, "decoding": decoding, "n": N, "seeds": ["1", "2", "3"],
+                      "runs_per_seed": 1, "baseline_bleu": 25.4, "system_bleu": 25.4 + delta, "delta": delta,
+                      "delta_ci95": [delta - 1.5, delta + 1.5], "p_value": p, "p_holm": min(1.0, 4 * p), "mde": 2.4,
+                      "mde_holm": 3.07, "family_size": 16, "paper_gain": 4.02}
+                     for decoding in ("sampled", "greedy")
+                     for (base, system), delta, p in ((("sft", "grpo"), 0.49, 0.21), (("sft", "mpgrpo"), 0.64, 0.17),
+                                                      (("sft_matched", "grpo"), -2.25, 0.009),
+                                                      (("sft_matched", "mpgrpo"), -1.30, 0.072))]
+              for task in report["tasks"]}
+    runs = {seed: {m: dict.fromkeys(report["tasks"], 10.0 * i) for i, m in enumerate(("base", "sft", "grpo"))}
+            for seed in ("1", "2", "3")}
+    return {"seeds": ["1", "2", "3"], "runs": runs, "pooled": pooled}
+
+
+def test_every_number_in_the_generated_prose_comes_from_report_json_or_seeds_json(full, tmp_path):
+    from steps.reporting.prose import headline, readme_prose, training_sentences, validation_sentences
+
+    out, _ = full
+    report = json.loads((out / "report.json").read_text())
+    seeds = pooled_seeds(report)
+    single = headline(report)
+    texts = {"headline": single["sentence"] + " ".join(single["other"]),
+             "training": " ".join(training_sentences(report)), "validation": " ".join(validation_sentences(report)),
+             "readme": readme_prose(report, seeds)}
+    assert texts["training"] and texts["validation"]  # the fixture has something to say about both
+    for name, text in texts.items():
+        assert numbers_not_from(text, report, seeds) == [], name
+        assert NUMBER.findall(text), name  # there are numbers to check
+    # ... and the check finds a number that is not in the data
+    assert numbers_not_from(texts["readme"] + " GRPO gained +3.35 BLEU", report, seeds) == ["+3.35"]
+    # the pooled answer is the one the README states
+    assert "pooled over 3 seeds" in texts["readme"] and "GRPO -2.25 BLEU, Holm p 0.036" in texts["readme"]
+    md = (out / "report.md").read_text()
+    assert single["sentence"] in md and report["headline"]["sentence"] == single["sentence"]
+    readme = tmp_path / "README.md"
+    readme.write_text("\n".join(["# x", HEADLINE_BEGIN, "old", HEADLINE_END, MARK_BEGIN, MARK_END, SEEDS_BEGIN,
+                                  SEEDS_END, ""]))
+    (tmp_path / "seeds.json").write_text(json.dumps(seeds))
+    update_readme(readme, out / "report.json", tmp_path / "seeds.json")
+    text = readme.read_text()
+    assert "old" not in text and texts["readme"] in text
+
+
+def test_the_report_shows_the_frontier_where_training_stopped_and_validation_beside_test(full):
+    out, data = full
+    entry = data["tasks"]["sqa"]
+    stops = entry["training"]["stops"]
+    assert stops["sft"]["stopped"] == "max_steps" and stops["sft"]["stopped_source"] == "inferred"
+    assert stops["grpo"]["stopped_source"] == "summary" and stops["grpo"]["not_converged"]
+    assert not stops["sft_matched"]["still_improving"] and not stops["mpgrpo"]["still_improving"]
+    f = entry["training"]["frontier"]
+    assert f["start"]["bleu"] == 28.0 and f["start"]["test_bleu"] == SCORES["sft"]["bleu"]
+    assert f["methods"]["sft_matched"]["chosen"] == {"step": 80, "bleu": 29.0, "flops": 8.0e11, "train_seconds": 160.0,
+                                                     "test_bleu": SCORES["sft_matched"]["bleu"]}
+    assert f["methods"]["mpgrpo"]["chosen"]["flops"] == 0.0  # it chose its start
+    tests = {(t["baseline"], t["system"]): t for t in entry["significance"]}
+    assert tests[("sft_matched", "grpo")]["validation_delta"] == pytest.approx(0.5)  # 29.5 - 29.0
+    assert tests[("base", "sft")]["validation_delta"] is None
+    md = (out / "report.md").read_text()
+    assert "| GRPO | 1.2e+12 | 1.2e+12 | 20 | 29.50 | 45.00 | 100.00 |" in md  # the frontier table
+    assert "| SFT (the start) | 0 | 4e+12 (SFT itself) | 300 | 28.00 | 30.00 |  |" in md
+    assert "| GRPO vs SFT (matched compute) | +0.50 | +23.12 |" in md  # validation beside test
+    assert "- GRPO: stopped at its step cap (20) while its validation BLEU was still improving" in md
+    assert "![plots/frontier_sqa.png](plots/frontier_sqa.png)" in md

@@ -19,6 +19,7 @@ from steps.evaluation.significance import ALPHA, POWER, clustered_paired_bootstr
 from steps.reporting.conditions import conditions_rows
 from steps.reporting.evaluations import LABELS, METHODS, TRAINED_METHODS, Evaluation, number_or_none
 from steps.reporting.paper_settings import settings_vs_paper
+from steps.reporting.training import add_validation_deltas, training_entry, validation_vs_test
 
 # The paper's columns (BLEU, BERTScore, ROUGE-1/2/L, METEOR) plus chrF, in the paper's order.
 TABLE_METRICS = (("bleu", "BLEU"), ("bertscore_f1", "BERTScore"), ("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"),
@@ -291,8 +292,10 @@ def pick_examples(evals: Mapping[str, Evaluation], k: int, seed: int) -> list[st
 def build_report(evaluations: Mapping[str, Mapping[str, Evaluation]],
                  curves: Mapping[str, Mapping[str, Mapping[str, Sequence[float | None]]]], cfg: Config, *,
                  n_samples: int, seed: int, n_examples: int = 5, inputs: Sequence[str] = (),
-                 compute: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None) -> dict[str, Any]:
-    """Everything report.md shows, as data (report.json); the markdown and the README table are rendered from it."""
+                 compute: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+                 summaries: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None) -> dict[str, Any]:
+    """Everything report.md shows, as data (report.json); the markdown and the README table are rendered from it.
+    `summaries`: {task: {method: metrics/<method>/<task>.train.json}} (steps/reporting/training.py)."""
     report: dict[str, Any] = {"methods": list(METHODS), "tasks": {}, "bootstrap": {"metric": "bleu", "hypotheses":
                               "greedy", "n_samples": n_samples, "seed": seed, "alpha": ALPHA, "test": "two-sided",
                               "correction": "holm", "family": "each task and decoding", "power": POWER},
@@ -311,11 +314,21 @@ def build_report(evaluations: Mapping[str, Mapping[str, Evaluation]],
                       "example_ids": pick_examples(evals, n_examples, seed)}
         entry["curves"] = {m: curve_summary(c) for m, c in curves.get(task, {}).items()}
         entry["compute"] = dict((compute or {}).get(task, {}))  # metrics/<method>/<task>.train.json's `compute`
+        trained = (summaries or {}).get(task, {})
+        for key in ("significance", "significance_sampled"):
+            add_validation_deltas(entry.get(key) or [], trained)
+        entry["training"] = training_entry(trained, curves.get(task, {}), cfg, entry, _decoding_of(cfg))
+        entry["validation_vs_test"] = validation_vs_test(entry)
         report["tasks"][task] = entry
     report["settings"] = settings_vs_paper(cfg)
     report["validation_decoding"] = validation_decoding(cfg)
     report["inputs"] = list(inputs)
     return _rounded(report)
+
+
+def _decoding_of(cfg: Config) -> str:
+    """`greedy` when every trained method validated greedily, else `sampled` (the frontier's test BLEU follows)."""
+    return "greedy" if all(getattr(cfg, m).eval_decoding == "greedy" for m in TRAINED_METHODS) else "sampled"
 
 
 def validation_decoding(cfg: Config) -> str:

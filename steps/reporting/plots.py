@@ -1,8 +1,9 @@
-"""The report's figures: metric bars per task, the listening check, training curves (PNG, reports/plots/)."""
+"""The report's figures: metric bars per task, the listening check, training curves and the compute-quality
+frontier (PNG, reports/plots/; the last two drawn by steps/reporting/training_plots.py)."""
 
 from __future__ import annotations
 
-import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,11 +11,7 @@ from typing import Any
 from steps.core.io import atomic_dir
 from steps.reporting.analysis import TABLE_METRICS
 from steps.reporting.evaluations import LABELS
-
-# one colour per method in every plot
-COLORS = {"base": "C0", "sft": "C1", "grpo": "C2", "mpgrpo": "C3", "sft_matched": "C4", "grpo_base": "C5"}
-CURVE_PANELS = (("reward", "reward (mean BLEU / 100)"), ("kl", "KL to the reference"),
-                ("completion_length", "completion length (tokens)"), ("val_bleu", "validation BLEU"))
+from steps.reporting.training_plots import COLORS, curve_figure, frontier_figure
 
 
 def write_plots(report: Mapping[str, Any], curves: Mapping[str, Mapping[str, Mapping[str, Sequence[Any]]]],
@@ -32,10 +29,15 @@ def write_plots(report: Mapping[str, Any], curves: Mapping[str, Mapping[str, Map
                 names.append(_save(plt, _metric_bars(plt, task, entry), tmp / f"metrics_{task}.png"))
         if any(e["present"] for e in report["tasks"].values()):
             names.append(_save(plt, _listening_figure(plt, report), tmp / "listening.png"))
-        for task in report["tasks"]:
-            fig = _curve_figure(plt, task, curves.get(task, {}), report.get("validation_decoding", ""))
+        for task, entry in report["tasks"].items():
+            training = entry.get("training") or {}
+            fig = curve_figure(plt, task, training, curves.get(task, {}), report.get("validation_decoding", ""))
             if fig is not None:
                 names.append(_save(plt, fig, tmp / f"curves_{task}.png"))
+        for task, entry in report["tasks"].items():
+            fig = frontier_figure(plt, task, (entry.get("training") or {}).get("frontier") or {})
+            if fig is not None:
+                names.append(_save(plt, fig, tmp / f"frontier_{task}.png"))
     return names
 
 
@@ -69,45 +71,17 @@ def _metric_bars(plt: Any, task: str, entry: Mapping[str, Any]) -> Any:
 
 def _listening_figure(plt: Any, report: Mapping[str, Any]) -> Any:
     tasks = [t for t, e in report["tasks"].items() if e["present"]]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.0 * len(tasks), 4.0), squeeze=False)
+    most = max(len(report["tasks"][t]["listening"]) for t in tasks)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(max(5.0, 1.15 * most) * len(tasks), 4.2), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         rows = report["tasks"][task]["listening"]
         xs = range(len(rows))
         ax.bar([x - 0.2 for x in xs], [r["bleu"] or 0.0 for r in rows], 0.4, label="real audio")
         ax.bar([x + 0.2 for x in xs], [r["bleu_swapped"] or 0.0 for r in rows], 0.4, label="swapped audio")
-        ax.set_xticks(list(xs), [LABELS[r["method"]] + (" (!)" if r["flagged"] else "") for r in rows])
+        # long names ("SFT (matched compute)") wrapped onto lines of their own: they ran over their neighbours
+        ax.set_xticks(list(xs), [textwrap.fill(LABELS[r["method"]] + (" (!)" if r["flagged"] else ""), 12)
+                                 for r in rows], fontsize=8)
         ax.set_ylabel("BLEU (greedy)")
         ax.set_title(f"{task.upper()}: listening check")
         ax.legend(fontsize=8)
-    return fig
-
-
-def _curve_points(curve: Mapping[str, Sequence[Any]], col: str) -> list[tuple[float, float]]:
-    return [(s, v) for s, v in zip(curve.get("step", []), curve.get(col, []), strict=False)
-            if s is not None and v is not None]
-
-
-def _curve_figure(plt: Any, task: str, curves: Mapping[str, Mapping[str, Sequence[Any]]], validation: str = ""
-                  ) -> Any:
-    """One panel per training signal that was logged (reward, KL, length, validation BLEU); None if none was.
-    `validation` names the decoding validation BLEU was measured with (it is what checkpoints were chosen on)."""
-    panels = [(col, f"{title} ({validation})" if col == "val_bleu" and validation else title)
-              for col, title in CURVE_PANELS if any(_curve_points(c, col) for c in curves.values())]
-    if not panels:
-        return None
-    cols = min(2, len(panels))
-    rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.0 * cols, 3.5 * rows), squeeze=False)
-    for ax in axes.flat[len(panels):]:
-        ax.set_visible(False)
-    for ax, (col, title) in zip(axes.flat, panels, strict=False):
-        for m, curve in curves.items():
-            points = _curve_points(curve, col)
-            if points:
-                ax.plot(*zip(*points, strict=True), marker="." if len(points) < 30 else None, label=LABELS[m],
-                        color=COLORS[m])
-        ax.set_title(title)
-        ax.set_xlabel("optimiser step")
-        ax.legend(fontsize=8)
-    fig.suptitle(f"{task.upper()}: training curves")
     return fig

@@ -1,9 +1,11 @@
-"""report.md, examples.md and the README's tables, rendered from the report's data alone (report.json).
+"""report.md, examples.md and the README's tables and prose, rendered from the report's data alone (report.json).
 
 `update_readme` replaces the text between `<!-- report:begin -->` and `<!-- report:end -->` in README.md with a
-compact method x task table (BLEU, swapped-audio BLEU, p-value vs the previous method) read from reports/report.json,
-and, when sweeps/seeds.json exists, the text between `<!-- seeds:begin -->` and `<!-- seeds:end -->` with the seed
-table.
+compact method x task table (BLEU, swapped-audio BLEU, p-value vs the previous method) read from reports/report.json;
+between `<!-- headline:begin -->` and `<!-- headline:end -->` (when the README has them) the generated answer to "does
+GRPO beat SFT at equal compute?" and the training sentences (steps/reporting/prose.py), pooled over seeds when
+sweeps/seeds.json has the pooled tests; and, when sweeps/seeds.json exists, the text between `<!-- seeds:begin -->`
+and `<!-- seeds:end -->` with the seed table.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from steps.reporting.analysis import CHAIN, LISTENING_MAX_RATIO, OUTSIDE_CHAIN, 
 from steps.reporting.conditions import conditions_markdown
 from steps.reporting.evaluations import CURVE_METHODS, LABELS, METHODS, Evaluation
 from steps.reporting.markdown import delta_cell, fmt, fmt_p, fmt_pct, md_table, mde_cell
+from steps.reporting.prose import headline, readme_prose
 from steps.reporting.seed_tables import seeds_markdown
+from steps.reporting.training_markdown import flops_cell, frontier_markdown, stops_markdown, validation_markdown
 
 TASK_TITLES = {"sqa": "SQA (spoken question answering)", "ast": "AST (speech translation En->De)"}
 MARK_BEGIN, MARK_END = "<!-- report:begin -->", "<!-- report:end -->"
 SEEDS_BEGIN, SEEDS_END = "<!-- seeds:begin -->", "<!-- seeds:end -->"
+HEADLINE_BEGIN, HEADLINE_END = "<!-- headline:begin -->", "<!-- headline:end -->"
 
 
 def _labels(methods: Sequence[str]) -> str:
@@ -37,6 +42,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
            "scale, on the test split, with **greedy** decoding unless said otherwise (the paper reports sampled "
            "decoding, top-p 0.9, temperature 0.9: sampled BLEU mean ± std is given below each table, and its "
            "significance first). Checkpoints were chosen on validation BLEU with `sft/grpo.eval_decoding`.", ""]
+    top = headline(report)  # this run's tests (the README's pools the seed sweep's when it has them)
+    out += [top["sentence"], "", *top["other"], *([""] if top["other"] else [])]
     missing = {t: e["missing"] for t, e in report["tasks"].items() if e["missing"]}
     if missing:
         out += ["**Missing**: " + "; ".join(f"{t.upper()}: {_labels(ms)}" for t, ms in missing.items())
@@ -46,7 +53,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         if not entry["present"]:
             out += ["No evaluation results for this task.", ""]
             continue
-        out += _task_markdown(entry, boot)
+        out += _task_markdown(task, entry, boot)
     out += _settings_markdown(report["settings"])
     if report.get("plots"):
         out += ["## Plots", "", *[f"![{name}]({name})" for name in report["plots"]], ""]
@@ -54,7 +61,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(out)
 
 
-def _task_markdown(entry: Mapping[str, Any], boot: Mapping[str, Any]) -> list[str]:
+def _task_markdown(task: str, entry: Mapping[str, Any], boot: Mapping[str, Any]) -> list[str]:
     scores, present = entry["scores"], entry["present"]
     sizes = sorted({n for n in scores["n"].values() if n is not None})
     out = [f"Test examples: {', '.join(map(str, sizes))}." + (" **Different sizes per method**: "
@@ -81,12 +88,16 @@ def _task_markdown(entry: Mapping[str, Any], boot: Mapping[str, Any]) -> list[st
             md_table(["", "runs", "BLEU"], sampled_rows), ""]
     out += _significance_markdown(entry.get("significance_sampled") or [], boot, "sampled")
     out += _significance_markdown(entry["significance"], boot)
+    out += validation_markdown(entry.get("validation_vs_test") or {})
     out += _listening_markdown(entry["listening"])
     out += conditions_markdown(entry.get("conditions"))
     if entry.get("predictions_missing"):
         out += [f"No predictions file for {_labels(entry['predictions_missing'])}: no significance test for them.",
                 ""]
+    training = entry.get("training") or {}
+    out += stops_markdown(training)
     out += _curves_markdown(entry["curves"])
+    out += frontier_markdown(task, training.get("frontier") or {})
     out += _compute_markdown(entry.get("compute") or {})
     return out
 
@@ -96,23 +107,32 @@ def _compute_markdown(compute: Mapping[str, Mapping[str, Any]]) -> list[str]:
     if not compute:
         return []
     out = ["### Training compute (measured)", "",
-           "Train tokens: every sequence of the optimiser's loss passes (forward + backward): prompt, audio positions "
-           "and completion, padding excluded. Train seconds: the training steps' wall time (validation, logging and "
-           "checkpoints excluded). Rollout tokens: completion tokens GRPO sampled (forward only; its reference "
-           "model's log-probs are another forward pass over the train tokens).", ""]
-    rows = [[LABELS[m], str(c.get("train_steps", "")), _count(c.get("train_tokens")),
-             _count(c.get("train_tokens_per_step")), fmt(c.get("train_seconds")),
-             _count(c.get("rollout_tokens")) if m in CURVE_METHODS else ""]
-            for m, c in compute.items()]
-    out += [md_table(["", "optimiser steps", "train tokens", "per step", "train seconds", "rollout tokens"], rows), ""]
+           "FLOPs: estimated matmul FLOPs of what ran in the training steps (steps/training/flops.py): the loss "
+           "passes forward + backward, GRPO's rollouts (prefill and one position per decoding step) and reference "
+           "passes (forward), the audio encoder included. Train tokens: every sequence of the optimiser's loss passes "
+           "(forward + backward): prompt, audio positions and completion, padding excluded. Train seconds: the "
+           "training steps' wall time (validation, logging and checkpoints excluded). Rollout tokens: completion "
+           "tokens GRPO sampled.", ""]
+    rows = []
+    for m, c in compute.items():
+        flops = c.get("flops") if isinstance(c.get("flops"), Mapping) else {}
+        rows.append([LABELS[m], str(c.get("train_steps", "")), flops_cell(flops.get("total")),
+                     flops_cell(flops.get("loss")), flops_cell(flops.get("rollouts")) if m in CURVE_METHODS else "",
+                     flops_cell(flops.get("reference")) if m in CURVE_METHODS else "", _count(c.get("train_tokens")),
+                     _count(c.get("train_tokens_per_step")), fmt(c.get("train_seconds")),
+                     _count(c.get("rollout_tokens")) if m in CURVE_METHODS else ""])
+    out += [md_table(["", "optimiser steps", "FLOPs", "loss passes", "rollouts", "reference", "train tokens",
+                      "per step", "train seconds", "rollout tokens"], rows), ""]
     matched = (compute.get("sft_matched") or {}).get("matched")
     if matched:
         figure = matched["compute"]
         grpo, per_step = matched["grpo"], matched.get(f"sft_{figure}_per_step")
-        out += [f"SFT (matched compute) continued SFT for round(GRPO's {figure.replace('_', ' ')} "
-                f"{_count(grpo.get(figure))} / SFT's {_count(per_step)} per step) = {matched['max_steps']} steps "
-                f"(GRPO's run: {_count(grpo.get('train_tokens'))} train tokens, {fmt(grpo.get('train_seconds'))} s).",
-                ""]
+        value = grpo.get(figure)
+        value = value.get("total") if isinstance(value, Mapping) else value
+        cell = flops_cell if figure == "flops" else _count
+        out += [f"SFT (matched compute) continued SFT for round(GRPO's {figure.replace('_', ' ')} {cell(value)} / "
+                f"SFT's {cell(per_step)} per step) = {matched['max_steps']} steps (GRPO's run: "
+                f"{_count(grpo.get('train_tokens'))} train tokens, {fmt(grpo.get('train_seconds'))} s).", ""]
     return out
 
 
@@ -132,24 +152,26 @@ def _significance_markdown(tests: Sequence[Mapping[str, Any]], boot: Mapping[str
     for t in tests:
         name = f"{LABELS[t['system']]} vs {LABELS[t['baseline']]}"
         if "skipped" in t:
-            rows.append([name, *["n/a"] * 9, f"skipped: {t['skipped']}"])
+            rows.append([name, *["n/a"] * 10, f"skipped: {t['skipped']}"])
             continue
         ci_a, ci_b = t["baseline_ci95"], t["system_ci95"]
         needed = t.get("examples_for_paper_gain")
         rows.append([name, fmt(t["baseline_bleu"]), f"[{fmt(ci_a[0])}, {fmt(ci_a[1])}]", fmt(t["system_bleu"]),
                      f"[{fmt(ci_b[0])}, {fmt(ci_b[1])}]", delta_cell(t), fmt_p(t["p_value"]), fmt_p(t["p_holm"]),
-                     mde_cell(t), "" if needed is None else f"{needed} (for {t['paper_gain']:+.2f})", t["verdict"]])
+                     mde_cell(t), "" if needed is None else f"{needed} (for {t['paper_gain']:+.2f})",
+                     "" if t.get("validation_delta") is None else f"{t['validation_delta']:+.2f}", t["verdict"]])
     m = next((t["family_size"] for t in tests if "family_size" in t), 0)
     out += [md_table(["comparison", "BLEU baseline", "95% CI", "BLEU system", "95% CI", "delta [95% CI]",
                       "p (two-sided)", "p (two-sided, Holm)", "MDE 80% (alone / Holm)",
-                      "test examples for the paper's gain", "verdict"], rows), "",
+                      "test examples for the paper's gain", "validation delta", "verdict"], rows), "",
             f"p (two-sided): the share of resamples whose difference lies at least |delta| from delta; Holm: adjusted "
             f"over the {m} comparisons of this table, and what the verdict uses (significant: below "
             f"{boot['alpha']:g}). delta's interval is dual to the test (it excludes 0 when p < {boot['alpha']:g}). "
             f"MDE 80%: the smallest BLEU difference detected with 80% power by the two-sided test at "
             f"{boot['alpha']:g} alone (2.80 x the bootstrap standard error of delta) / at {boot['alpha']:g}/{m}, the "
             "level Holm applies to the table's smallest p (so detected whatever the other comparisons give); the next "
-            "column: the test size at which the paper's 2B GRPO - SFT gain would be the Holm MDE.", ""]
+            "column: the test size at which the paper's 2B GRPO - SFT gain would be the Holm MDE. Validation delta: "
+            "the same difference in the chosen checkpoints' validation BLEU (metrics/<method>/<task>.train.json).", ""]
     return out
 
 
@@ -318,10 +340,13 @@ def update_readme(readme: Path, report_json: Path, seeds_json: Path | None = Non
         raise FileNotFoundError(f"{report_json} not found: run `python -m steps.report` (or `dvc repro report`) first")
     if not readme.is_file():
         raise FileNotFoundError(f"{readme} not found")
-    table = readme_table(json.loads(report_json.read_text(encoding="utf-8")))
-    text = replace_between_markers(readme.read_text(encoding="utf-8"), table)
-    if seeds_json is not None and seeds_json.is_file():
-        seeds = json.loads(seeds_json.read_text(encoding="utf-8"))
+    report = json.loads(report_json.read_text(encoding="utf-8"))
+    text = replace_between_markers(readme.read_text(encoding="utf-8"), readme_table(report))
+    seeds = json.loads(seeds_json.read_text(encoding="utf-8")) if seeds_json is not None and seeds_json.is_file() \
+        else None
+    if HEADLINE_BEGIN in text or HEADLINE_END in text:
+        text = replace_between_markers(text, readme_prose(report, seeds), HEADLINE_BEGIN, HEADLINE_END)
+    if seeds is not None:
         section = "\n".join(seeds_markdown(seeds)[2:]).strip()  # without its heading: the README has its own
         text = replace_between_markers(text, section + f"\n\nGenerated from {seeds_json.name} by "
                                        "`python -m steps.report --readme`.", SEEDS_BEGIN, SEEDS_END)

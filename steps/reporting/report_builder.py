@@ -2,13 +2,16 @@
 the evaluation files.
 
 Writes (atomically) under reports/:
-- report.md: per task the scores table in the paper's layout (greedy decoding, relative change vs Base), sampled
-  BLEU mean +- std, two-sided paired bootstrap significance (BLEU, paired by example id, Holm within each table; on
-  the sampled outputs and on the greedy ones; GRPO and MP-GRPO against SFT and against SFT with matched compute), the
-  listening check (real vs swapped audio), training-curve summaries, the training compute each method measured; then
-  the settings that differ from the paper.
+- report.md: the headline answer (GRPO or MP-GRPO against SFT continued for the same compute, generated from the
+  data: steps/reporting/prose.py); per task the scores table in the paper's layout (greedy decoding, relative change
+  vs Base), sampled BLEU mean +- std, two-sided paired bootstrap significance (BLEU, paired by example id, Holm within
+  each table; on the sampled outputs and on the greedy ones; GRPO and MP-GRPO against SFT and against SFT with
+  matched compute) with each comparison's validation delta beside it, the listening check (real vs swapped audio),
+  training (where each method stopped, GRPO's reward trend, curve summaries), the compute-quality frontier and the
+  training compute each method measured (FLOPs, tokens, seconds); then the settings that differ from the paper.
 - report.json: every number in report.md (and the full-precision values behind them).
-- plots/: metrics_<task>.png (sampled mean +- std bars, greedy dots), listening.png, curves_<task>.png.
+- plots/: metrics_<task>.png (sampled mean +- std bars, greedy dots), listening.png, curves_<task>.png (each
+  method's validation curve on its own steps; GRPO's reward, KL, zero-variance fraction), frontier_<task>.png.
 - examples.md: a few test examples per task, the same ids for every method, with the reference.
 All of it is logged to the stage's MLflow run and to the pipeline's parent run.
 """
@@ -25,7 +28,9 @@ from steps.core.tracking import stage_run
 from steps.reporting.analysis import build_report
 from steps.reporting.evaluations import load_compute, load_curves, load_evaluations
 from steps.reporting.plots import write_plots
+from steps.reporting.prose import headline
 from steps.reporting.render import render_examples, render_markdown
+from steps.reporting.training import load_summaries
 
 
 def run_report(cfg: Config, metrics_dir: Path, out_dir: Path, *, n_samples: int | None = None,
@@ -39,13 +44,15 @@ def run_report(cfg: Config, metrics_dir: Path, out_dir: Path, *, n_samples: int 
         evaluations = load_evaluations(metrics_dir)
         inputs = [ev.metrics_path for evals in evaluations.values() for ev in evals.values()]
         inputs += [ev.predictions_path for evals in evaluations.values() for ev in evals.values() if ev.predictions]
-        curves, compute = {}, {}
+        curves, compute, summaries = {}, {}, {}
         for task in evaluations:
             curves[task], read = load_curves(metrics_dir, task)
             compute[task], read_compute = load_compute(metrics_dir, task)
-            inputs += read + [p for p in read_compute if p not in read]
+            summaries[task], read_summaries = load_summaries(metrics_dir, task)
+            inputs += [p for p in dict.fromkeys([*read, *read_compute, *read_summaries]) if p not in inputs]
         report = build_report(evaluations, curves, cfg, n_samples=n_samples, seed=seed, n_examples=n_examples,
-                              inputs=[_relative_path(p, root) for p in inputs], compute=compute)
+                              inputs=[_relative_path(p, root) for p in inputs], compute=compute, summaries=summaries)
+        report["headline"] = headline(report)  # this run's tests; the README's uses the seed sweep's when there
         report["plots"] = [f"plots/{name}" for name in write_plots(report, curves, out_dir / "plots")]
         atomic_write_text(out_dir / "examples.md", render_examples(evaluations, report))
         write_json(out_dir / "report.json", report)

@@ -41,6 +41,7 @@ from steps.modeling.families import FamilyAdapter, adapter_for, get_submodule
 from steps.modeling.generation import GenerationSettings, generate
 from steps.modeling.shared_prefix import LogProbCheck, enable_shared_prefix, encode_prompts_once, prefill_once
 from steps.training.checkpoints import save_in_model_layout, write_validation_history
+from steps.training.flops import flop_phase
 from steps.training.grpo_loss import (
     floored_advantages,
     kl_penalty,
@@ -149,7 +150,8 @@ class AudioGRPOTrainer(GRPOTrainer):
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         self._rows = list(inputs)
         try:
-            output = super()._generate_and_score_completions(inputs)
+            with flop_phase(self, "reference"):  # the log-prob passes before the loss; _generate's are rollouts
+                output = super()._generate_and_score_completions(inputs)
             device = self.accelerator.device
             if self.advantage_std_floor is not None and self.model.training:
                 output["advantages"] = floored_advantages(
@@ -272,7 +274,8 @@ class AudioGRPOTrainer(GRPOTrainer):
 
     # -- mixed policy ------------------------------------------------------------------------------------
     def _generate(self, prompts: list[Any]) -> Any:
-        out = list(super()._generate(prompts))
+        with flop_phase(self, "rollouts"):
+            out = list(super()._generate(prompts))
         n = len(prompts)
         meter = compute_meter(self)
         if meter is not None and self.model.training:  # rollout cost: every sampled token, replaced ones included

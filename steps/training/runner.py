@@ -13,7 +13,9 @@ What training cost is measured the same way for every method (`ComputeMeter`, th
 of every sequence in the optimiser's loss passes (forward + backward; the attention-mask sum of each batch the loss is
 computed on: prompt, audio placeholder positions and completion, padding excluded), the wall seconds of the training
 steps (data, generation and the optimiser included; validation, logging and checkpointing excluded), and for GRPO
-the rollout tokens (completion tokens sampled for training, forward only).
+the rollout tokens (completion tokens sampled for training, forward only); and the estimated FLOPs of all of it
+(`compute.flops`: loss passes forward + backward, rollouts, reference passes; steps/training/flops.py). Each
+validation entry of the summary records the cumulative `flops` and `train_seconds` at that evaluation.
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ from steps.training.checkpoints import (
     non_finite_message,
     prepare_work_dir,
     resumed_history,
+    write_validation_history,
 )
+from steps.training.flops import FlopCounter
 from steps.training.selection import PlateauStop, plateau, selection_score
 
 
@@ -103,7 +107,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     train_minutes: float = 0.0
     trainable_parameters: int = 0
-    compute: dict[str, float] = field(default_factory=dict)  # ComputeMeter.figures()
+    compute: dict[str, Any] = field(default_factory=dict)  # ComputeMeter.figures()
     stopped: str = "max_steps"  # "plateau": stopped by PlateauStop; "max_steps": ran to its cap
     plateau: dict[str, Any] = field(default_factory=dict)  # the plateau state at the end (selection.Plateau)
 
@@ -201,13 +205,26 @@ class ComputeMeter(TrainerCallback, ExportableState):
 
     COUNTS = ("train_tokens", "train_sequences", "rollout_tokens", "train_steps", "train_seconds")
 
-    def __init__(self) -> None:
+    def __init__(self, history: list[dict[str, float]] | None = None, work_dir: Path | None = None) -> None:
         self.train_tokens = self.train_sequences = self.rollout_tokens = self.train_steps = 0
         self.train_seconds = 0.0
         self._mark: float | None = None
+        self.flops = FlopCounter()  # hooks on the models (`watch`), active from each step's begin to its end
+        self.history, self.work_dir = history, work_dir  # validation entries get the cumulative flops / seconds
+        self._reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def watch(self, trainer: Any) -> None:
+        """Count the FLOPs of the trainer's model and of its reference model (GRPO with beta > 0), summed over
+        the trainer's processes."""
+        accelerator = trainer.accelerator
+        for model in (trainer.model, getattr(trainer, "ref_model", None)):
+            if model is not None:
+                self.flops.watch(accelerator.unwrap_model(model))
+        if accelerator.num_processes > 1:
+            self._reduce = lambda t: accelerator.reduce(t.to(accelerator.device), reduction="sum").cpu()
 
     def state(self) -> dict[str, Any]:
-        return {"args": {}, "attributes": {k: getattr(self, k) for k in self.COUNTS}}
+        return {"args": {}, "attributes": {**{k: getattr(self, k) for k in self.COUNTS}, "flops": self.flops.state()}}
 
     def restore(self, checkpoint: str | Path) -> None:
         path = Path(checkpoint) / "trainer_state.json"
@@ -215,6 +232,8 @@ class ComputeMeter(TrainerCallback, ExportableState):
         for key, value in (saved.get(type(self).__name__) or {}).get("attributes", {}).items():
             if key in self.COUNTS:
                 setattr(self, key, value)
+            elif key == "flops":
+                self.flops.load(value)
 
     def add_train(self, trainer: Any, attention_mask: torch.Tensor) -> None:
         """One loss pass over these sequences (every process calls it: the sums are global)."""
@@ -231,24 +250,38 @@ class ComputeMeter(TrainerCallback, ExportableState):
     def _restart(self, *args: Any, **kwargs: Any) -> None:
         self._mark = time.perf_counter()
 
-    on_train_begin = on_log = on_evaluate = on_save = _restart
+    on_train_begin = on_log = on_save = _restart
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # The method's validation callback (before this one) has appended this evaluation's entry.
+        if self.history and self.history[-1].get("step") == state.global_step:
+            self.history[-1].update(flops=round(self.flops.total), train_seconds=round(self.train_seconds, 2))
+            if self.work_dir is not None and state.is_world_process_zero:
+                write_validation_history(self.work_dir, self.history)
+        self._restart()
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._mark is None:
             self._restart()
+        self.flops.active = True
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.flops.active = False
+        self.flops.end_step(self._reduce)
         now = time.perf_counter()
         self.train_seconds += now - (self._mark if self._mark is not None else now)
         self.train_steps += 1
         self._mark = now
 
-    def figures(self) -> dict[str, float]:
-        """The summary's `compute`: the counts and the train tokens per optimiser step."""
-        out: dict[str, float] = {k: getattr(self, k) for k in self.COUNTS}
+    def on_train_end(self, *args: Any, **kwargs: Any) -> None:
+        self.flops.close()
+
+    def figures(self) -> dict[str, Any]:
+        """The summary's `compute`: the counts, the train tokens per optimiser step and the FLOPs."""
+        out: dict[str, Any] = {k: getattr(self, k) for k in self.COUNTS}
         out["train_seconds"] = round(self.train_seconds, 2)
         out["train_tokens_per_step"] = round(self.train_tokens / self.train_steps, 2) if self.train_steps else 0.0
-        return out
+        return {**out, "flops": self.flops.figures()}
 
 
 def compute_meter(trainer: Any) -> ComputeMeter | None:
@@ -283,9 +316,10 @@ def run_training(job: TrainingJob, build: Callable[[TrainerInputs], Any],
         trainer.args.eval_on_start = s.start_candidate and resume is None
         stop = PlateauStop(history, s.patience, s.min_delta, label)
         trainer.add_callback(stop)  # after the method's validation callback, which adds the evaluation it reads
-        meter = ComputeMeter()
+        meter = ComputeMeter(history, job.work_dir)
         if resume:
             meter.restore(resume)
+        meter.watch(trainer)
         trainer.add_callback(meter)  # last: SFT's validation BLEU (a callback) runs before the meter restarts its clock
         resumed_from = checkpoint_step(resume) if resume else 0
         print(f"{label}: {len(train)} training examples{job.about}, {len(validation)} validation, "
@@ -322,7 +356,8 @@ def run_training(job: TrainingJob, build: Callable[[TrainerInputs], Any],
             for path in [job.summary_path, *(extra_outputs() if extra_outputs else [])]:
                 run.log_artifact(path)
         run.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-                        | {f"compute/{k}": v for k, v in result.compute.items()})
+                        | {f"compute/{k}": v for k, v in result.compute.items() if not isinstance(v, dict)}
+                        | {f"compute/flops/{k}": v for k, v in result.compute.get("flops", {}).items()})
         if run.active:  # tracking on: the registry imports mlflow and pandas, only once a model is saved
             from steps.core.registry import register_model
 

@@ -6,8 +6,9 @@ right (TRL's multimodal collator handles images only). Validation loss and BLEU 
 checkpoint on validation BLEU is kept (resuming, saving and registering: steps/training/runner.py).
 
 sft_matched: max_steps = round(GRPO's measured `compute.<sft_matched.compute>` / SFT's figure per optimiser step)
-(metrics/{grpo,sft}/<task>.train.json); GRPO's forward-only passes (rollouts, reference) are recorded beside it, not
-matched. Its summary records, under `matched`, the GRPO figures and how max_steps followed from them.
+(metrics/{grpo,sft}/<task>.train.json). With `flops` (the default) GRPO's figure is its total estimated FLOPs: loss
+passes, rollouts and reference passes (steps/training/flops.py); with `train_tokens` its forward-only passes are
+recorded beside it, not matched. Its summary records, under `matched`, the GRPO figures and how max_steps followed.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from steps.modeling.batches import encode_for_training, model_inputs
 from steps.modeling.families import FamilyAdapter, adapter_for
 from steps.modeling.generation import GenerationSettings, generate
 from steps.training.checkpoints import save_in_model_layout, write_validation_history
+from steps.training.flops import compute_figure
 from steps.training.runner import (
     NonFiniteGuard,
     StepMetrics,
@@ -171,7 +173,7 @@ def measured_compute(path: Path, figure: str, stage: str) -> dict[str, Any]:
         raise FileNotFoundError(f"{path} not found: sft_matched matches the compute measured there; run the {stage} "
                                 f"stage first (`dvc repro {stage}`)")
     compute = json.loads(path.read_text(encoding="utf-8")).get("compute") or {}
-    if not isinstance(compute.get(figure), int | float) or not compute.get("train_steps"):
+    if compute_figure(compute, figure) is None or not compute.get("train_steps"):
         raise ValueError(f"{path} has no measured compute.{figure} (written before the stages measured compute?): "
                          f"rerun the {stage} stage (`dvc repro -f {stage}`)")
     return compute
@@ -183,10 +185,10 @@ def matched_steps(cfg: Config, task: str, paths: RunPaths) -> tuple[int, dict[st
     grpo_path, sft_path = paths.train_summary("grpo", task), paths.train_summary("sft", task)
     grpo = measured_compute(grpo_path, figure, f"grpo@{task}")
     sft = measured_compute(sft_path, figure, f"sft@{task}")
-    per_step = sft[figure] / sft["train_steps"]
+    per_step = compute_figure(sft, figure) / sft["train_steps"]
     if per_step <= 0:
         raise ValueError(f"{sft_path}: compute.{figure} is {sft[figure]}: nothing to match a step against")
-    steps = max(1, round(grpo[figure] / per_step))
+    steps = max(1, round(compute_figure(grpo, figure) / per_step))
     return steps, {"compute": figure, "grpo": grpo, "grpo_metrics": str(grpo_path), "sft_metrics": str(sft_path),
                    f"sft_{figure}_per_step": round(per_step, 2), "max_steps": steps}
 
@@ -196,8 +198,9 @@ def run_sft_matched(cfg: Config, task: str, paths: RunPaths, callbacks: list[Any
     metrics/sft_matched/<task>.train.json."""
     steps, matched = matched_steps(cfg, task, paths)
     figure = matched["compute"]
-    print(f"sft_matched[{task}]: {steps} steps = GRPO's {figure} {matched['grpo'][figure]} / SFT's "
-          f"{matched[f'sft_{figure}_per_step']} per step", flush=True)
+    grpo_figure = compute_figure(matched["grpo"], figure)
+    print(f"sft_matched[{task}]: {steps} steps = GRPO's {figure} {grpo_figure:.4g} / SFT's "
+          f"{matched[f'sft_{figure}_per_step']:.4g} per step", flush=True)
     settings = matched_settings(cfg, steps, matched)
     return run_sft(cfg, task, paths, callbacks, method="sft_matched", settings=settings,
                    extra_summary={"matched": matched})

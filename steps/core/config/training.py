@@ -62,12 +62,13 @@ class SftConfig(PostTrainingConfig):
 class SftMatchedConfig(SftConfig):
     """The sft_matched stage: SFT continued from models/sft/<task> for the compute GRPO measured (the equal-compute
     control, steps/training/sft_trainer.py). The section holds only what differs from `sft`. Not read, because the
-    stage takes them from GRPO: `max_steps` (GRPO's measured `compute` figure over SFT's per step), `eval_every` (as
-    many evaluations as GRPO had), `lr_scheduler`, `warmup_ratio`, `patience`, `min_delta`, `start_candidate`
-    (GRPO's). `lr` is its own."""
+    stage takes them from GRPO: `max_steps` (GRPO's measured `compute` figure over SFT's per step: `flops`, the
+    estimated FLOPs of every pass, rollouts and reference included (steps/training/flops.py); `train_tokens`, the
+    loss passes' tokens; or `train_seconds`), `eval_every` (as many evaluations as GRPO had), `lr_scheduler`,
+    `warmup_ratio`, `patience`, `min_delta`, `start_candidate` (GRPO's). `lr` is its own."""
 
     lr: float = above(0, 1e-4)
-    compute: Literal["train_tokens", "train_seconds"] = "train_tokens"
+    compute: Literal["flops", "train_tokens", "train_seconds"] = "flops"
 
 
 # The keys sft_matched sets itself when its section leaves them out (every other key comes from `sft`).
