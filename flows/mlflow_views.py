@@ -41,9 +41,11 @@ TRAINED = ("sft", "sft_matched", "grpo", "mpgrpo")
 
 # Evaluate-run metrics, in the order the table shows them (the ones present in the runs are kept): test BLEU greedy,
 # the paper's sampled decoding, its other metrics, the listening check, then the held-out conditions.
-SCORE_COLUMNS = ("bleu", "bleu_sampled_mean", "bleu_sampled_std", "bertscore_f1", "rouge1", "rouge2", "rougeL",
-                 "meteor", "chrf", "wer", "bleu_swapped", "listening_gap_bleu", "bleu_swapped_sampled")
-CONDITION_PREFIXES = ("bleu_snr", "bleu_train_voices", "robustness_")
+# BLEU first (greedy, sampled, swapped audio, each held-out condition), then the paper's other metrics, then the rest.
+SCORE_COLUMNS = ("bleu", "bleu_sampled_mean", "bleu_sampled_std", "bleu_swapped", "listening_gap_bleu")
+CONDITIONS = ("bleu_snr", "bleu_train_voices")  # prefixes: the noisy test clips, the training speakers' clean ones
+OTHER_COLUMNS = ("bertscore_f1", "rouge1", "rouge2", "rougeL", "meteor", "chrf", "wer", "bleu_swapped_sampled")
+LAST_PREFIXES = ("robustness_",)
 COMPARISON_BARS = ("bleu", "bleu_sampled_mean", "bleu_swapped", "bleu_train_voices")
 CURVES = ("eval_bleu", "loss", "reward", "kl", "rewards/bleu/mean", "completions/mean_length", "frac_reward_zero_std",
           "entropy", "grad_norm", "learning_rate")
@@ -107,10 +109,12 @@ def column(kind: str, key: str) -> str:
 
 
 def score_columns(metric_keys: set[str]) -> list[str]:
-    """The evaluate metrics to show, in SCORE_COLUMNS order, then the held-out conditions (sorted) that exist."""
-    chosen = [k for k in SCORE_COLUMNS if k in metric_keys]
-    chosen += sorted(k for k in metric_keys if k.startswith(CONDITION_PREFIXES) and k not in chosen)
-    return chosen
+    """The evaluate metrics to show, those present: BLEU's, the held-out conditions (noisy, then their swapped-audio
+    twins), the paper's other metrics, the robustness ratios."""
+    conditions = sorted((k for k in metric_keys if k.startswith(CONDITIONS)), key=lambda k: (k.endswith("_swapped"), k))
+    chosen = [*SCORE_COLUMNS, *conditions, *OTHER_COLUMNS]
+    chosen += sorted(k for k in metric_keys if k.startswith(LAST_PREFIXES))
+    return [k for k in dict.fromkeys(chosen) if k in metric_keys]
 
 
 def run_filter(runs: Sequence[Any], fallback: str) -> str:

@@ -355,6 +355,12 @@ class StageRun:
 
         self._call(f"logging artifact {path} to the parent run", log)
 
+    def log_table(self, data: Mapping[str, list[Any]], artifact_file: str) -> None:
+        """Columns of equal length as an MLflow table (the UI compares a table across runs, row by row)."""
+        import mlflow
+
+        self._call(f"logging the table {artifact_file}", mlflow.log_table, dict(data), artifact_file)
+
     def log_dict(self, data: Any, name: str) -> None:
         import mlflow
 
