@@ -118,6 +118,13 @@ class Browser:
                 raise TimeoutError(f"after {timeout:.0f} s the page lacks {missing}; it shows:\n{text[:3000]}")
             time.sleep(0.5)
 
+    def links(self, label: str) -> list[dict[str, str]]:
+        """Every link whose visible text is `label`: its href and target (a click on target _blank opens a tab)."""
+        script = f"""JSON.stringify([...document.querySelectorAll('a')]
+            .filter(a => a.innerText && a.innerText.trim() === {json.dumps(label)})
+            .map(a => ({{href: a.getAttribute('href') || '', target: a.target || ''}})))"""
+        return json.loads(self.evaluate(script) or "[]")
+
     def click_text(self, label: str) -> bool:
         """Click the first button or link whose visible text is `label`; False when there is none."""
         script = f"""(() => {{
