@@ -129,8 +129,12 @@ def _short_id(text: str) -> str:
     return uuid.uuid5(uuid.NAMESPACE_URL, text).hex[:12]
 
 
-def _section(name: str) -> dict[str, Any]:
-    return {"uuid": _short_id(name), "name": name, "display": True, "isReordered": True}
+def _section(name: str, display: bool = True) -> dict[str, Any]:
+    return {"uuid": _short_id(name), "name": name, "display": display, "isReordered": True}
+
+
+# The page adds its two default sections when they are missing, empty here (every other chart is deleted): hidden.
+_DEFAULT_SECTIONS = ("Model metrics", "System metrics")
 
 
 def _chart(kind: str, metric: str, section: str, deleted: bool = False) -> dict[str, Any]:
@@ -167,7 +171,8 @@ def _state(search_filter: str, order_by: str, columns: Sequence[str], charts: Se
         "lifecycleFilter": "Active", "datasetsFilter": [], "modelVersionFilter": "All Runs",
         # the page's UI state: columns in this order, every run shown in the charts, these charts only
         "selectedColumns": list(columns), "columnOrder": list(columns), "runsHiddenMode": "SHOW_ALL",
-        "compareRunCharts": list(charts), "compareRunSections": [_section(section)], "isAccordionReordered": True,
+        "compareRunCharts": list(charts), "isAccordionReordered": True,
+        "compareRunSections": [_section(section), *(_section(s, False) for s in _DEFAULT_SECTIONS)],
         "hideEmptyCharts": True,
         "useGroupedValuesInCharts": True, "runListHidden": False, "viewMaximized": False, "groupBy": None,
         "globalLineChartConfig": {"xAxisKey": "step", "lineSmoothness": 0, "selectedXAxisMetricKey": ""},

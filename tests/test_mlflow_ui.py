@@ -78,7 +78,7 @@ def test_the_launcher_opens_on_the_comparison_and_the_curves_are_one_click_away(
             assert [link["target"] for link in links] == ["_blank"]
             assert links[0]["href"].startswith("#/experiments/") and "compareRunsMode=CHART" in links[0]["href"]
             browser.open(url.group(1).split("#")[0] + links[0]["href"])
-            text = browser.wait_for_text(["Training curves", "eval_bleu", "loss", "kl"])
+            text = browser.wait_for_text(["Training curves", "eval_bleu", "loss", "kl", "Step"])  # Step: an x axis
             assert "Add chart" in text and "clip_ratio" not in text
             browser.screenshot(tmp_path / "curves.png")
     assert (BIN / "mlflow").exists()
