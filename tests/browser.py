@@ -133,6 +133,15 @@ class Browser:
             if (!el) return false; el.click(); return true; }})()"""
         return bool(self.evaluate(script))
 
+    def type_text(self, text: str, css: str = "input[type=text]", index: int = -1) -> None:
+        """Focus the `index`-th element matching `css` (default: the last text input) and type `text` into it, as
+        keystrokes do (frameworks that only listen to input events see it)."""
+        focused = self.evaluate(f"""(() => {{ const all = [...document.querySelectorAll({json.dumps(css)})];
+            const el = all.at({index}); if (!el) return false; el.focus(); return true; }})()""")
+        if not focused:
+            raise LookupError(f"no element matches {css!r} at index {index}")
+        self.call("Input.insertText", {"text": text})
+
     def screenshot(self, path: Path) -> Path:
         data = self.call("Page.captureScreenshot", {"format": "png"})["data"]
         path.parent.mkdir(parents=True, exist_ok=True)
