@@ -306,8 +306,9 @@ def run_evaluate(cfg: Config, name: str, task: str, model_dir: Path, data_dir: P
         run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)})
         run.log_artifact(metrics_path, "evaluation")
         run.log_artifact(predictions_path, "evaluation")
-        # The same answers as an MLflow table: the UI's artifact view lines up each model's answer to the same clip.
-        run.log_table({key: [str(r.get(key, "")) for r in rows] for key in ("id", "reference", "greedy", "swapped")},
+        # The same answers as an MLflow table: the UI's artifact view lines up each model's answer to the same clip
+        # (it compares the first column after the one it groups by: the greedy answer, not the shared reference).
+        run.log_table({key: [str(r.get(key, "")) for r in rows] for key in ("id", "greedy", "swapped", "reference")},
                       f"answers/{task}.json")
     shown = ("bleu", "bleu_swapped", "bleu_sampled_mean", "bleu_sampled_std", "bleu_swapped_sampled", "wer",
              *(f"bleu_{c}" for c in (*decoded.conditions, "train_voices")))
