@@ -112,12 +112,10 @@ def dvc_stage(stage: str, workdir: str, parent_run_id: str | None, env: dict[str
         raise
     if outcome.skipped:
         tracking.discard_run(child)  # it holds no metrics: it would only bury the runs that do (Prefect keeps the log)
-    else:
-        tracking.end_run(child, "FINISHED", {"dvc_status": outcome.status}, {"logs/stage.log": outcome.log})
-    if outcome.skipped:
         why = "nothing changed" if outcome.status == "cached" else "outputs restored from DVC's run cache"
         logger.info(f"{stage}: cached by DVC ({why}); not run")
         return Completed(name="Cached", message=f"DVC: {why}", data={"stage": stage, "status": outcome.status})
+    tracking.end_run(child, "FINISHED", {"dvc_status": outcome.status}, {"logs/stage.log": outcome.log})
     logger.info(f"{stage}: ran")
     # A fresh dict, not a bare string: Prefect links results to task runs by object identity, and interned strings
     # such as "ran" would draw false dependency edges between tasks in the UI.
