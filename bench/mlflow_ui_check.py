@@ -95,14 +95,17 @@ def main(argv: list[str] | None = None) -> int:
             step("comparison", comparison, ["SFT vs GRPO: test scores", "bleu", "bleu_swapped", "task", "method"],
                  both_methods_per_task)
             step("comparison-charts", comparison + "&compareRunsMode=CHART", ["Test scores", "bleu"])
-            step("answers", comparison + "&compareRunsMode=ARTIFACT", ["answers/", "Group by: id", "Compare: greedy"],
+            step("answers", comparison + "&compareRunsMode=ARTIFACT", ["answers/", "Group by", "greedy"],
                  settle=8)
             step("training-curves", curves, ["Training curves", "eval_bleu", "loss", "Step"])
             step("models", f"{base}#/models", ["speech-grpo-sqa-grpo", "speech-grpo-ast-sft"])
             step("model-grpo-sqa", f"{base}#/models/speech-grpo-sqa-grpo?workflowType=machine_learning",
-                 ["@ report", "Version 1"])
+                 ["Aliases", "report", "Version 1"])
 
             step("all-runs", f"{base}#{exp_route}?workflowType=machine_learning", ["matching runs"])
+            # Where Experiments -> speech-grpo lands (the GenAI overview by default): the link bar is there too.
+            step("experiment-home", f"{base}#{exp_route.removesuffix('/runs')}",
+                 ["Compare SFT and GRPO", "SFT vs GRPO: test scores"])
     empty = runs_of_skipped_stages(repo)
     print(f"active runs of stages DVC skipped: {empty}", flush=True)
     if empty:
