@@ -102,9 +102,7 @@ def dvc_stage(stage: str, workdir: str, parent_run_id: str | None, env: dict[str
         # DVC reports a failing stage with an "ERROR:" line: keep it at error level in the UI.
         (logger.error if line.startswith("ERROR") else logger.info)(line)
 
-    item = stage.partition("@")[2]
-    tags = {"stage": stage.partition("@")[0], "dvc_stage": stage, **({"task": item} if item in POOLS else {})}
-    child = tracking.start_child_run(parent_run_id, stage, tags)
+    child = tracking.start_child_run(parent_run_id, stage, stage_tags(stage))
     stage_env = {**env, **({tracking.ENV_RUN_ID: child} if child else {})}
     try:
         outcome = run_stage(workdir, stage, emit, stage_env)
@@ -112,15 +110,36 @@ def dvc_stage(stage: str, workdir: str, parent_run_id: str | None, env: dict[str
         tracking.end_run(child, "FAILED", {"dvc_status": "locked" if isinstance(exc, DvcBusy) else "failed"},
                          {"logs/stage.log": str(exc)})
         raise
-    tracking.end_run(child, "FINISHED", {"dvc_status": outcome.status}, {"logs/stage.log": outcome.log})
     if outcome.skipped:
+        tracking.discard_run(child)  # it holds no metrics: it would only bury the runs that do (Prefect keeps the log)
         why = "nothing changed" if outcome.status == "cached" else "outputs restored from DVC's run cache"
         logger.info(f"{stage}: cached by DVC ({why}); not run")
         return Completed(name="Cached", message=f"DVC: {why}", data={"stage": stage, "status": outcome.status})
+    tracking.end_run(child, "FINISHED", {"dvc_status": outcome.status}, {"logs/stage.log": outcome.log})
     logger.info(f"{stage}: ran")
     # A fresh dict, not a bare string: Prefect links results to task runs by object identity, and interned strings
     # such as "ran" would draw false dependency edges between tasks in the UI.
     return Completed(message="DVC: ran", data={"stage": stage, "status": outcome.status})
+
+
+def stage_tags(stage: str) -> dict[str, str]:
+    """The MLflow tags of a DVC stage's run, as the stage itself sets them: stage, task and method where they apply.
+
+    `evaluate@sft_matched-ast` (a matrix stage: model-task), `evaluate_base@sqa`, `grpo@ast`, `prepare@sqa`, `report`.
+    """
+    name, _, item = stage.partition("@")
+    tags = {"stage": name, "dvc_stage": stage}
+    if name == "evaluate" and "-" in item:
+        tags["method"], tags["task"] = item.rsplit("-", 1)
+    elif name == "evaluate_base":
+        tags |= {"stage": "evaluate", "method": "base", "task": item}
+    elif name in ("sft", "sft_matched", "grpo", "mpgrpo"):
+        tags |= {"method": name, "task": item}
+    elif name == "pretrain":
+        tags["method"] = "base"
+    elif item in POOLS:
+        tags["task"] = item
+    return tags
 
 
 def _run_stages(workdir: Path, nodes: Sequence[StageNode], parent_run_id: str | None,
@@ -193,6 +212,8 @@ def pipeline(
         env[tracking.ENV_DVC_EXP] = exp
         parent = tracking.start_pipeline_run(run_name, {**tags, "dvc_experiment": exp})
         env[tracking.ENV_PARENT_RUN_ID] = parent or ""
+        if parent is None:  # tracking off, or its server unreachable (policy continue): stages need not probe again
+            env[tracking.ENV_TRACKING] = "off"
         try:
             with workspace.experiment_workspace(root, exp, logger.info) as workdir:
                 workspace.write_overrides(workdir / "params.yaml", all_overrides)
@@ -206,13 +227,18 @@ def pipeline(
     else:
         parent = tracking.start_pipeline_run(run_name, tags)
         env[tracking.ENV_PARENT_RUN_ID] = parent or ""
+        if parent is None:  # tracking off, or its server unreachable (policy continue): stages need not probe again
+            env[tracking.ENV_TRACKING] = "off"
         try:
             with workspace.main_workspace(root, logger.info) as workdir:
                 summary["stages"] = _run_stages(workdir, plan(workdir), parent, env)
         except BaseException:
             tracking.end_run(parent, "FAILED")
             raise
-    tracking.end_run(parent, "FINISHED")
+    statuses = summary.get("stages", {})
+    ran = sorted(s for s, status in statuses.items() if status == "ran")
+    counts = {"dvc_stages_ran": str(len(ran)), "dvc_stages_skipped": str(len(statuses) - len(ran))}
+    tracking.end_run(parent, "FINISHED", counts, {"pipeline/stages.json": json.dumps(statuses, indent=1)})
     summary["mlflow_parent_run"] = parent
     logger.info(f"done: {summary}")
     return summary

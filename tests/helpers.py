@@ -3,6 +3,7 @@ micro workspace (tests/tiny_sallm.workspace), and callbacks that interrupt train
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +120,16 @@ def two_systems(n: int = 40, seed: int = 0) -> tuple[list[str], list[str], list[
     a = [" ".join(w for w in r.split() if rng.random() < 0.6) or "der" for r in refs]
     b = [" ".join(w for w in r.split() if rng.random() < 0.75) or "der" for r in refs]
     return a, b, refs
+
+
+def evaluate_run(root: Path, task: str, method: str, bleu: float) -> str:
+    """An evaluate stage's run: metrics, the metrics file as artifact (md5-tagged); returns the run id."""
+    path = root / "metrics" / method / f"{task}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"bleu": bleu, "task": task, "model": method}))
+    from steps.core import tracking
+
+    with tracking.stage_run(Config(), stage="evaluate", task=task, method=method) as run:
+        run.log_metrics({"bleu": bleu, "bleu_swapped": 1.0, "bleu_snr20": bleu / 2, "n": 8})
+        run.log_artifact(path, "evaluation")
+    return run.run_id

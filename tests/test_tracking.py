@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -19,13 +18,7 @@ from steps.core import tracking
 from steps.core.config import Config
 from tests.conftest import REPO
 
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in (tracking.ENV_RUN_ID, tracking.ENV_PARENT_RUN_ID, tracking.ENV_DVC_EXP, tracking.ENV_TRACKING,
-                "DVC_STAGE", "DVC_ROOT", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "MLFLOW_EXPERIMENT_NAME"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(tracking, "_warned", False)
+pytestmark = pytest.mark.usefixtures("clean_tracking_env")
 
 
 def test_default_store_is_absolute_sqlite_under_the_main_repo(monkeypatch, tmp_path):
@@ -109,27 +102,6 @@ def test_invocation_key_is_shared_within_one_dvc_run_and_differs_across_runs(mon
 # --- real store -------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def _template_db(tmp_path_factory) -> Path:
-    """One migrated SQLite store per session (creating the schema is the slow part), copied per test."""
-    from mlflow.tracking import MlflowClient
-
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
-    return path
-
-
-@pytest.fixture
-def store(_template_db, tmp_path, monkeypatch):
-    root = tmp_path / "repo"
-    (root / "mlruns").mkdir(parents=True)
-    shutil.copy(_template_db, root / "mlruns" / "mlflow.db")
-    monkeypatch.setenv(tracking.ENV_ROOT, str(root))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")  # restored at teardown
-    from mlflow.tracking import MlflowClient
-
-    return root, MlflowClient(tracking_uri=tracking.tracking_uri())
 
 
 @pytest.mark.slow

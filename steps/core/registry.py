@@ -182,6 +182,77 @@ def _log_and_register(run_id: str, model_dir: Path, name: str, tags: dict[str, s
 
 
 def load_registered(task: str, method: str, version: str | int = "latest") -> Any:
-    """The registered model of `task` and `method` (a version number, or `latest`) as an MLflow pyfunc model."""
+    """The registered model of `task` and `method` as an MLflow pyfunc model.
+
+    `version`: a number, `latest`, or an alias written `@report` (the version the current report describes).
+    """
     mlflow.set_tracking_uri(tracking.tracking_uri())
-    return mlflow.pyfunc.load_model(f"models:/{registered_name(task, method)}/{version}")
+    ref = str(version)
+    sep = "" if ref.startswith("@") else "/"
+    return mlflow.pyfunc.load_model(f"models:/{registered_name(task, method)}{sep}{ref}")
+
+
+# --- the report's versions --------------------------------------------------------------------------------------------
+
+REPORT_ALIAS = "report"
+
+
+def report_alias() -> str:
+    """`report` for the workspace's report; `report-<experiment>` for a DVC experiment's, so it does not move it."""
+    exp = tracking.dvc_experiment_name()
+    if not exp:
+        return REPORT_ALIAS
+    return f"{REPORT_ALIAS}-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in exp)[:200]
+
+
+def alias_reported(run: Any, metrics_dir: Path, methods_by_task: dict[str, list[str]]) -> dict[str, str]:
+    """Point the alias `report` of speech-grpo-<task>-<method> at the version the report describes.
+
+    That version is the one whose training run logged the very metrics/<method>/<task>.train.json the report read
+    (same md5: `tracking.runs_for_file`). Where no version matches (tracking was off when it trained, or a run from
+    before the md5 tags), the alias is removed rather than left on a version the report does not describe.
+    Returns {registered name: version}. Like all tracking, never fails the stage.
+    """
+    if not tracking.tracking_enabled() or run is None or run.run_id is None or tracking.in_seed_sweep():
+        return {}
+    from mlflow.tracking import MlflowClient
+
+    alias = report_alias()
+    done: dict[str, str] = {}
+    try:
+        client = MlflowClient(tracking_uri=tracking.tracking_uri())
+        exp_id = tracking.experiment_id(client)
+        for task, methods in methods_by_task.items():
+            for method in methods:
+                name = registered_name(task, method)
+                summary = metrics_dir / method / f"{task}.train.json"
+                if method == "base" or not summary.is_file():
+                    continue
+                version = _version_of(client, exp_id, name, summary, task, method)
+                if version is not None:
+                    client.set_registered_model_alias(name, alias, version)
+                    done[name] = version
+                elif _has_alias(client, name, alias):
+                    client.delete_registered_model_alias(name, alias)
+    except Exception as exc:
+        tracking._warn_once(f"setting the registry alias {alias!r}", exc)
+    for name, version in done.items():
+        print(f"registry: models:/{name}@{alias} -> version {version}", flush=True)
+    return done
+
+
+def _version_of(client: Any, exp_id: str, name: str, summary: Path, task: str, method: str) -> str | None:
+    for train_run in tracking.runs_for_file(client, exp_id, summary,
+                                            filter_string=f"tags.task = '{task}' and tags.method = '{method}'"):
+        versions = client.search_model_versions(f"name = '{name}' and run_id = '{train_run.info.run_id}'")
+        if versions:
+            return str(max(int(v.version) for v in versions))
+    return None
+
+
+def _has_alias(client: Any, name: str, alias: str) -> bool:
+    try:
+        client.get_model_version_by_alias(name, alias)
+    except Exception:  # no such alias, or no such registered model
+        return False
+    return True

@@ -21,8 +21,14 @@ Which run a stage logs into:
   `invocation_key`).
 - otherwise (`python -m steps.<stage>` by hand): a top-level run.
 
-Tracking never breaks a stage: any tracking error is reported loudly once (stderr + a warning) and the stage goes on
-without tracking. `SPEECH_GRPO_TRACKING=off` turns tracking off.
+Tracking never breaks a stage once it runs: any tracking error is reported loudly once (stderr + a warning) and the
+stage goes on without tracking. `SPEECH_GRPO_TRACKING=off` turns tracking off. A tracking *server* is probed first,
+for seconds (steps/core/tracking_probe.py): when it does not answer, the stage stops before its work (the default for
+a server) or runs untracked (`SPEECH_GRPO_TRACKING_UNREACHABLE=continue`), instead of waiting out MLflow's retries.
+
+Every file a run logs as an artifact also gets a tag `md5/<artifact path>` = the file's md5, the hash dvc.lock
+records for it: which run made the workspace's metrics/<model>/<task>.json (or .train.json) is then a lookup
+(`runs_for_file`), used by the UI launcher's comparison view and the registry's `report` alias.
 
     python -m steps.core.tracking uri     # print the resolved tracking URI (used by `python -m flows.mlflow_ui`)
 """
@@ -30,6 +36,7 @@ without tracking. `SPEECH_GRPO_TRACKING=off` turns tracking off.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import socket
@@ -72,6 +79,25 @@ def _warn_once(what: str, exc: BaseException) -> None:
 
 def tracking_enabled() -> bool:
     return os.environ.get(ENV_TRACKING, "on").strip().lower() not in ("0", "off", "false", "no")
+
+
+_probed: dict[str, bool] = {}
+
+
+def server_available() -> bool:
+    """Probe the tracking server once per process and URI (seconds, not MLflow's minutes of retries).
+
+    True: track. False: the server is down and the policy is `continue` (warned once). Raises
+    `tracking_probe.TrackingUnavailable` when it is down and the policy is `stop`: call it before the stage's work.
+    """
+    from steps.core.tracking_probe import check
+
+    uri = tracking_uri()
+    if uri not in _probed:
+        _probed[uri] = check(uri)
+        if not _probed[uri]:
+            _warn_once("reaching the tracking server", ConnectionError(f"{uri} did not answer the probe"))
+    return _probed[uri]
 
 
 # --- where ------------------------------------------------------------------------------------------------------------
@@ -171,12 +197,17 @@ def _find_or_create_parent(client: Any, exp_id: str, key: str) -> str:
     return client.create_run(exp_id, run_name=name, tags=tags).info.run_id
 
 
+def dvc_experiment_name() -> str | None:
+    """The DVC experiment this process runs in (`dvc exp run`, a Prefect run with overrides); None in the workspace."""
+    return os.environ.get("DVC_EXP_NAME") or os.environ.get(ENV_DVC_EXP) or None
+
+
 def _common_tags() -> dict[str, str]:
     tags = {}
     commit = os.environ.get("DVC_EXP_BASELINE_REV") or _git(["rev-parse", "HEAD"], Path.cwd())
     if commit:
         tags["git_commit"] = commit
-    exp_name = os.environ.get("DVC_EXP_NAME") or os.environ.get(ENV_DVC_EXP)
+    exp_name = dvc_experiment_name()
     if exp_name:
         tags["dvc_experiment"] = exp_name
     if os.environ.get(ENV_SWEEP_SEED):
@@ -194,7 +225,7 @@ def in_seed_sweep() -> bool:
 
 def start_pipeline_run(name: str, tags: Mapping[str, str] | None = None) -> str | None:
     """Open the parent run of one pipeline run (used by the Prefect flow); None when tracking is unavailable."""
-    if not tracking_enabled():
+    if not tracking_enabled() or not server_available():  # a `stop` policy raises here, before any stage
         return None
     try:
         client = _client()
@@ -293,12 +324,16 @@ class StageRun:
         self._call("setting tags", mlflow.set_tags, dict(tags))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Log a file or folder; a file's md5 also becomes the tag `md5/<artifact path>` (see `runs_for_file`)."""
         if self.run_id is None:  # tracking off: mlflow need not even be installed (the GPU check)
             return
         import mlflow
 
-        fn = mlflow.log_artifacts if Path(path).is_dir() else mlflow.log_artifact
+        path = Path(path)
+        fn = mlflow.log_artifacts if path.is_dir() else mlflow.log_artifact
         self._call(f"logging artifact {path}", fn, str(path), artifact_path)
+        if path.is_file():
+            self._call(f"tagging artifact {path}", mlflow.set_tag, md5_tag(path.name, artifact_path), file_md5(path))
 
     def parent_run_id(self) -> str | None:
         """The pipeline run this stage's run is nested under (None for a top-level run or without tracking)."""
@@ -326,6 +361,14 @@ class StageRun:
 
         self._call(f"logging artifact {path} to the parent run", log)
 
+    def log_table(self, data: Mapping[str, list[Any]], artifact_file: str) -> None:
+        """Columns of equal length as an MLflow table (the UI compares a table across runs, row by row)."""
+        if self.run_id is None:  # tracking off: mlflow need not even be installed (the GPU check)
+            return
+        import mlflow
+
+        self._call(f"logging the table {artifact_file}", mlflow.log_table, dict(data), artifact_file)
+
     def log_dict(self, data: Any, name: str) -> None:
         if self.run_id is None:  # tracking off: mlflow need not even be installed (the GPU check)
             return
@@ -339,6 +382,40 @@ class StageRun:
         import mlflow
 
         self._call(f"logging {name}", mlflow.log_text, text, name)
+
+
+def file_md5(path: str | Path) -> str:
+    """The file's md5: the hash dvc.lock records for a file output (DVC 3 hashes the bytes as they are)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def md5_tag(name: str, artifact_path: str | None = None) -> str:
+    """The tag holding the md5 of an artifact logged as `artifact_path/name`: `md5/evaluation/sqa.json`."""
+    return "md5/" + "/".join(p for p in (artifact_path, name) if p)
+
+
+def runs_for_file(client: Any, exp_id: str, path: Path, artifact_path: str | None = None,
+                  filter_string: str = "") -> list[Any]:
+    """The active runs that logged this very file (same name and bytes) as an artifact, newest first."""
+    if not path.is_file():
+        return []
+    clause = f"tags.`{md5_tag(path.name, artifact_path)}` = '{file_md5(path)}'"
+    query = f"{clause} and {filter_string}" if filter_string else clause
+    return list(client.search_runs([exp_id], filter_string=query, order_by=["attributes.start_time DESC"]))
+
+
+def discard_run(run_id: str | None) -> None:
+    """Delete a run that holds nothing (MLflow's soft delete: hidden from the UI's default view and from searches)."""
+    if run_id is None or not tracking_enabled():
+        return
+    try:
+        _client().delete_run(run_id)
+    except Exception as exc:
+        _warn_once(f"deleting the empty run {run_id}", exc)
 
 
 def _open_stage_run(stage: str, tags: dict[str, str]) -> str | None:
@@ -384,7 +461,7 @@ def stage_run(cfg: Any, stage: str, task: str | None = None, method: str | None 
     Exceptions from the stage propagate (the run is marked FAILED); tracking errors never do.
     """
     handle = StageRun(None)
-    if tracking_enabled():
+    if tracking_enabled() and server_available():  # a `stop` policy raises here, before the stage's work
         all_tags = {"stage": stage, **_common_tags()}
         if os.environ.get("DVC_STAGE"):
             all_tags["dvc_stage"] = os.environ["DVC_STAGE"]

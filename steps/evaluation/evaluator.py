@@ -286,12 +286,16 @@ def run_evaluate(cfg: Config, name: str, task: str, paths: RunPaths) -> dict[str
                    "decode_seconds": round(decoded.seconds, 2), "encoder_cache": decoded.encoder_calls,
                    "utterances_per_second": round(decoded_count(decoded) * len(refs) / max(decoded.seconds, 1e-9), 2),
                    "model_path": str(model_dir), "max_new_tokens": ecfg.max_new_tokens, "seed": cfg.seed}
-        write_jsonl(predictions_path, prediction_rows(dataset, decoded,
-                                                      list(reference["id"]) if reference is not None else None))
+        rows = prediction_rows(dataset, decoded, list(reference["id"]) if reference is not None else None)
+        write_jsonl(predictions_path, rows)
         write_json(metrics_path, metrics)
         run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)})
         run.log_artifact(metrics_path, "evaluation")
         run.log_artifact(predictions_path, "evaluation")
+        # The same answers as an MLflow table: the UI's artifact view lines up each model's answer to the same clip
+        # (it compares the first column after the one it groups by: the greedy answer, not the shared reference).
+        run.log_table({key: [str(r.get(key, "")) for r in rows] for key in ("id", "greedy", "swapped", "reference")},
+                      f"answers/{task}.json")
     shown = ("bleu", "bleu_swapped", "bleu_sampled_mean", "bleu_sampled_std", "bleu_swapped_sampled", "wer",
              *(f"bleu_{c}" for c in (*decoded.conditions, "train_voices")))
     headline = ", ".join(f"{k} {metrics[k]}" for k in shown if k in metrics)

@@ -63,6 +63,8 @@ def load_model_and_processor(name_or_path: str | Path, cfg: ModelConfig, revisio
     device = device or choose_device(cfg.device)
     dtype = choose_dtype(cfg.dtype, device)
     common: dict[str, Any] = {"revision": revision, "trust_remote_code": cfg.trust_remote_code}
+    if Path(name).is_dir():
+        check_safetensors(Path(name))  # a clear error instead of safetensors' "invalid header length"
     config = AutoConfig.from_pretrained(name, **common)
     adapter = adapter_for(config)  # fail early, with the list of supported families
     processor = AutoProcessor.from_pretrained(name, **common)
@@ -73,6 +75,70 @@ def load_model_and_processor(name_or_path: str | Path, cfg: ModelConfig, revisio
     if adapter.crop_audio_window:
         encode_real_frames_only(get_submodule(model, adapter.encoder))
     return model, processor
+
+
+class CorruptWeightsError(RuntimeError):
+    """A model folder's safetensors file is truncated or damaged."""
+
+
+def check_safetensors(folder: Path) -> None:
+    """Every *.safetensors file in `folder` is whole: its header parses and its tensors end exactly at the file's end.
+
+    Reads 8 bytes + the JSON header only (milliseconds, also for GBs of weights). Raises CorruptWeightsError naming the
+    file and the fix; a stage output restored or rerun through DVC is whole again.
+    """
+    for path in sorted(folder.glob("*.safetensors")):
+        problem = _safetensors_problem(path)
+        if problem:
+            root, rel = _dvc_root_and_path(folder)
+            where = f" in {root}" if root else ""
+            raise CorruptWeightsError(
+                f"{path} is truncated or corrupt ({problem}), so the model in {folder} cannot load. Restore it from "
+                f"DVC's cache with `dvc checkout --force {rel}`{where} (`dvc pull {rel}` first if the cache lacks it), "
+                f"or rerun the stage that wrote it: `dvc repro --force --single-item {_stage_guess(rel)}`.")
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why the file is not a whole safetensors file, or None (format: u64 header size, JSON header, tensor bytes)."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            return f"{size} bytes, shorter than the 8-byte header size"
+        n = int.from_bytes(head, "little")
+        if n > size - 8:
+            return f"the header claims {n} bytes but the file has {size}"
+        try:
+            header = json.loads(fh.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return f"the header is not valid JSON: {exc}"
+    if not isinstance(header, dict):
+        return "the header is not a JSON object"
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)
+            and isinstance(v.get("data_offsets"), list) and len(v["data_offsets"]) == 2]
+    expected = 8 + n + max(ends, default=0)
+    if expected != size:
+        return f"the tensors need {expected} bytes but the file has {size}"
+    return None
+
+
+def _dvc_root_and_path(folder: Path) -> tuple[Path | None, str]:
+    """The repository holding `folder` (the nearest parent with a dvc.yaml) and the folder's path inside it."""
+    folder = folder.resolve()
+    for parent in folder.parents:
+        if (parent / "dvc.yaml").is_file():
+            return parent, folder.relative_to(parent).as_posix()
+    return None, str(folder)
+
+
+def _stage_guess(rel: str) -> str:
+    """This pipeline's layout: models/base is pretrain's, models/<method>/<task> is `<method>@<task>`'s."""
+    parts = rel.split("/")
+    if parts == ["models", "base"]:
+        return "pretrain"
+    if len(parts) == 3 and parts[0] == "models":
+        return f"{parts[1]}@{parts[2]}"
+    return "<the stage that writes it>"
 
 
 def _auto_model_class(config: Any) -> Any:

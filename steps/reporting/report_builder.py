@@ -61,6 +61,10 @@ def run_report(cfg: Config, metrics_dir: Path, out_dir: Path, *, n_samples: int 
         for name in ("report.md", "report.json", "examples.md", "plots"):
             run.log_artifact(out_dir / name, "report" if name != "plots" else "report/plots")
             run.log_artifact_to_parent(out_dir / name, "report" if name != "plots" else "report/plots")
+        if run.active:
+            from steps.core.registry import alias_reported  # imports mlflow: only with tracking on
+
+            alias_reported(run, metrics_dir, {t: e["present"] for t, e in report["tasks"].items()})
     present = {t: e["present"] for t, e in report["tasks"].items()}
     print(f"report: {present} -> {out_dir / 'report.md'}", flush=True)
     return report

@@ -240,6 +240,13 @@ def test_flow_end_to_end_with_an_override(clone, prefect_api, monkeypatch):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(c.data.tags["dvc_stage"] for c in children) == sorted(stages)
     assert {c.data.tags["dvc_status"] for c in children} == {"ran"}
+    # The second run's stages were all skipped: it leaves no (empty) child run in the default view; its parent
+    # counts them and lists each stage's status.
+    skipped = client.get_run(second.result()["mlflow_parent_run"])
+    assert skipped.data.tags["dvc_stages_ran"] == "0" and skipped.data.tags["dvc_stages_skipped"] == str(len(stages))
+    assert not client.search_runs([exp.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{skipped.info.run_id}'")
+    assert [f.path for f in client.list_artifacts(skipped.info.run_id, "pipeline")] == ["pipeline/stages.json"]
 
     # A stage that fails (valid config, missing source): its task fails with the stage's error, later ones do not
     # run, nothing is saved, the flow run fails, and the MLflow parent is marked FAILED.
