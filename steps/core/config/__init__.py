@@ -13,16 +13,21 @@ checks that relate fields) and one field on `Config`.
 """
 
 from steps.core.config.data import (
+    DEFAULT_CONDITIONS,
     Bands,
+    HeldOutSplit,
     PrepareConfig,
     SourceConfig,
     SpeakerSet,
     SplitSizes,
+    SpokenCondition,
     SynthConfig,
     SynthSizes,
     TaskDataConfig,
     TrainNoise,
     bands_overlap,
+    beyond,
+    held_out_speakers,
 )
 from steps.core.config.evaluation import EvaluateConfig, HeldOutConditions, ReportConfig, SweepConfig
 from steps.core.config.loader import ConfigError, apply_override, to_dict
@@ -36,6 +41,7 @@ from steps.core.config.model import (
     TinyModelConfig,
 )
 from steps.core.config.names import (
+    CONDITIONS_DIR,
     DATA_SPLITS,
     GRPO_METHODS,
     METHODS,
@@ -47,6 +53,7 @@ from steps.core.config.names import (
     SPLITS,
     TASKS,
     TRAIN_VOICES_SPLIT,
+    condition_split,
 )
 from steps.core.config.root import (
     Config,
@@ -59,15 +66,24 @@ from steps.core.config.root import (
     stage_parser,
 )
 from steps.core.config.training import SFT_MATCHED_OWN_KEYS, GrpoConfig, PostTrainingConfig, SftConfig, SftMatchedConfig
-from steps.core.config.voices import NOISE_COLOURS, TEST_VARIANTS, TRAIN_VARIANTS, VALIDATION_VARIANTS
+from steps.core.config.voices import (
+    HELD_OUT_VARIANTS,
+    HELD_OUT_VOICES,
+    NOISE_COLOURS,
+    OTHER_LANGUAGE_VOICES,
+    TRAIN_VARIANTS,
+    TRAIN_VOICES,
+)
 
 __all__ = [
-    "DATA_SPLITS", "GRPO_METHODS", "METHODS", "MODELS", "NOISE_COLOURS", "POOLS", "RESOLVED_CONFIG_NAME",
-    "REWARD_NAMES", "SFT_MATCHED_OWN_KEYS", "SFT_METHODS", "SPLITS", "TASKS", "TEST_VARIANTS", "TRAIN_VARIANTS",
-    "TRAIN_VOICES_SPLIT", "VALIDATION_VARIANTS", "Bands", "Config", "ConfigError", "CtcPhaseConfig", "EvaluateConfig",
-    "GrpoConfig", "HeldOutConditions", "LoraSettings", "ModelConfig", "PathsConfig", "PostTrainingConfig",
-    "PrepareConfig", "PretrainConfig", "ReportConfig", "SallmPhaseConfig", "SftConfig", "SftMatchedConfig",
-    "SourceConfig", "SpeakerSet", "SpecAugmentConfig", "SplitSizes", "SweepConfig", "SynthConfig", "SynthSizes",
-    "TaskDataConfig", "TinyModelConfig", "TrainNoise", "apply_override", "bands_overlap", "config_from_args",
-    "config_from_dict", "inherit_grpo_keys", "inherit_sft_keys", "load_config", "stage_parser", "to_dict",
+    "CONDITIONS_DIR", "DATA_SPLITS", "DEFAULT_CONDITIONS", "GRPO_METHODS", "HELD_OUT_VARIANTS", "HELD_OUT_VOICES",
+    "METHODS", "MODELS", "NOISE_COLOURS", "OTHER_LANGUAGE_VOICES", "POOLS", "RESOLVED_CONFIG_NAME", "REWARD_NAMES",
+    "SFT_MATCHED_OWN_KEYS", "SFT_METHODS", "SPLITS", "TASKS", "TRAIN_VARIANTS", "TRAIN_VOICES", "TRAIN_VOICES_SPLIT",
+    "Bands", "Config", "ConfigError", "CtcPhaseConfig", "EvaluateConfig", "GrpoConfig", "HeldOutConditions",
+    "HeldOutSplit", "LoraSettings", "ModelConfig", "PathsConfig", "PostTrainingConfig", "PrepareConfig",
+    "PretrainConfig", "ReportConfig", "SallmPhaseConfig", "SftConfig", "SftMatchedConfig", "SourceConfig", "SpeakerSet",
+    "SpecAugmentConfig", "SplitSizes", "SpokenCondition", "SweepConfig", "SynthConfig", "SynthSizes", "TaskDataConfig",
+    "TinyModelConfig", "TrainNoise", "apply_override", "bands_overlap", "beyond", "condition_split", "config_from_args",
+    "config_from_dict", "held_out_speakers", "inherit_grpo_keys", "inherit_sft_keys", "load_config", "stage_parser",
+    "to_dict"
 ]
