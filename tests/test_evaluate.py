@@ -18,6 +18,7 @@ from steps.evaluation.conditions import (
     ConditionSets,
     condition_predictions,
     decode_conditions,
+    fit_window,
     noisy_audio,
     source_test_id,
 )
@@ -239,3 +240,26 @@ def test_prediction_rows_put_each_conditions_answer_beside_its_test_example(spee
     assert rows[1]["conditions"] == {"snr3": "n1", "train_voices": "t1"}
     assert source_test_id("ast-other_languages-00012") == "ast-test-00012"
     assert source_test_id("ast-test_train_voices-00012") == "ast-test-00012"
+
+
+def test_spoken_clips_longer_than_the_audio_window_are_left_out_and_counted(speech_rows) -> None:
+    """Slow speech can outlast the tiny preset's window (the longest train/validation/test clip): such a clip is
+    dropped from its condition, never cut, and the count is reported."""
+    class Extractor:
+        def __init__(self, n_samples: int) -> None:
+            self.n_samples = n_samples
+
+    class Processor:
+        def __init__(self, n_samples: int) -> None:
+            self.feature_extractor = Extractor(n_samples)
+
+    rows = speech_rows[:4]
+    lengths = sorted(len(r["audio"]) for r in rows)
+    slow = to_dataset(rows)
+    shortest = min(rows, key=lambda r: len(r["audio"]))
+    sets = ConditionSets(to_dataset(rows), None, {"slow": slow, "fast": to_dataset([shortest])})
+    fitted = fit_window(sets, Processor(lengths[1]))  # the two longest clips do not fit
+    assert len(fitted.spoken["slow"]) == 2 and fitted.dropped == {"slow": 2}
+    assert all(len(a) <= lengths[1] for a in fitted.spoken["slow"]["audio"])
+    assert len(fitted.test) == 4  # the test's own clips fitted the window that was built for them
+    assert fit_window(sets, Processor(lengths[-1])).dropped == {}

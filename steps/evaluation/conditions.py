@@ -13,7 +13,9 @@ decoded greedily beside the clean test split by steps/evaluation/evaluator.py.
 
 Each condition is one greedy pass over the first `conditions.limit` test texts per model, two with `swapped` (the
 listening check under that condition: each example's audio swapped for another's). A condition the prepared data
-lacks (a real corpus has no spoken conditions) is skipped with a note.
+lacks (a real corpus has no spoken conditions) is skipped with a note. A spoken clip longer than the model's audio
+window (slow speech: the tiny preset's window is the longest clip of train/validation/test) is left out of its
+condition and counted (`conditions_dropped`), not cut.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from steps.core.config import TRAIN_VOICES_SPLIT, Config, EvaluateConfig, condit
 from steps.data.noise import add_noise, seeded_rng
 from steps.data.splits import evaluation_set
 from steps.evaluation.listening import swapped_indices
+from steps.modeling.batches import audio_window_samples
 from steps.modeling.generation import GenerationSettings, generate
 
 CLEAN = "clean"  # the clean test split's answers on the conditions' texts
@@ -44,6 +47,7 @@ class ConditionSets:
     test: Any                                          # the first `limit` test examples (noise is mixed into these)
     reference: Any | None = None                       # their texts by training speakers (test_train_voices)
     spoken: dict[str, Any] = field(default_factory=dict)  # name -> that condition's first `limit` examples
+    dropped: dict[str, int] = field(default_factory=dict)  # name -> clips left out: longer than the model's window
 
 
 @dataclass
@@ -93,6 +97,23 @@ def load_condition_sets(cfg: Config, data_dir: Path, task: str, test: Any) -> Co
             print(f"evaluate[{task}]: no prepared condition {condition_split(name)!r} (a real corpus, or synth without "
                   f"it): skipped", flush=True)
     return sets
+
+
+def fit_window(sets: ConditionSets, processor: Any) -> ConditionSets:
+    """The sets without the spoken clips longer than the processor's audio window (it would cut them silently, and
+    the decoding refuses them); the numbers left out go to `dropped`."""
+    limit = audio_window_samples(processor)
+    if limit is None:
+        return sets
+    spoken, dropped = {}, {}
+    for name, dataset in sets.spoken.items():
+        keep = [i for i, audio in enumerate(dataset["audio"]) if len(audio) <= limit]
+        spoken[name] = dataset.select(keep) if len(keep) < len(dataset) else dataset
+        if len(keep) < len(dataset):
+            dropped[name] = len(dataset) - len(keep)
+            print(f"evaluate: condition {name}: {dropped[name]} of {len(dataset)} clips are longer than the model's "
+                  "audio window; left out", flush=True)
+    return ConditionSets(sets.test, sets.reference, spoken, dropped)
 
 
 def noisy_audio(dataset: Any, snr_db: float, colour: str, seed: int) -> list[np.ndarray]:

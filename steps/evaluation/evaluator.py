@@ -44,6 +44,7 @@ from steps.evaluation.conditions import (
     condition_predictions,
     condition_references,
     decode_conditions,
+    fit_window,
     load_condition_sets,
     robustness,
 )
@@ -227,6 +228,7 @@ def run_evaluate(cfg: Config, name: str, task: str, paths: RunPaths) -> dict[str
         decoded = decode_all(model, processor, dataset, ecfg, cfg.seed)
         sets = load_condition_sets(cfg, data_dir, task, dataset)
         if sets is not None:
+            sets = fit_window(sets, processor)
             decoded.held_out = decode_conditions(model, processor, sets, ecfg, cfg.seed)
             decoded.seconds += decoded.held_out.seconds
         metrics = {"model": name, "task": task, "split": ecfg.split, "n": len(refs),
@@ -235,6 +237,8 @@ def run_evaluate(cfg: Config, name: str, task: str, paths: RunPaths) -> dict[str
                    "utterances_per_second": round(decoded_utterances(decoded, len(refs))
                                                   / max(decoded.seconds, 1e-9), 2),
                    "model_path": str(model_dir), "max_new_tokens": ecfg.max_new_tokens, "seed": cfg.seed}
+        if sets is not None and sets.dropped:
+            metrics["conditions_dropped"] = sets.dropped
         held_out = condition_predictions(sets, decoded.held_out) if sets and decoded.held_out else None
         write_jsonl(predictions_path, prediction_rows(dataset, decoded, held_out))
         write_json(metrics_path, metrics)
