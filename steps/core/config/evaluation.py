@@ -30,7 +30,7 @@ class HeldOutConditions:
     noise: Literal["white", "pink", "brown"] = "white"
     train_voices: bool = True
     swapped: bool = True
-    limit: int | None = at_least(2, 150, " test texts (the listening check swaps audio) or null")
+    limit: int | None = at_least(2, 120, " test texts (the listening check swaps audio) or null")
 
 
 @dataclasses.dataclass(frozen=True)

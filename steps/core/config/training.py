@@ -15,8 +15,8 @@ Scheduler = Literal["constant", "constant_with_warmup", "cosine", "cosine_with_m
 @dataclasses.dataclass(frozen=True)
 class PostTrainingConfig:
     """What every post-training method shares (steps/training/runner.py): the optimiser, the step budget, validation
-    BLEU every `eval_every` steps on the first `eval_examples` validation examples (`eval_decoding`: `greedy`, or
-    `sampled` with the evaluation's temperature/top-p), the best checkpoint on it kept; checkpoints in
+    BLEU every `eval_every` steps on the first `eval_examples` validation examples (null: all; `eval_decoding`:
+    `greedy`, or `sampled` with the evaluation's temperature/top-p), the best checkpoint on it kept; checkpoints in
     `<paths.models>/.work/<method>/<task>` (resumed after an interruption, deleted after success unless
     `keep_checkpoints`)."""
 
@@ -28,7 +28,7 @@ class PostTrainingConfig:
     max_grad_norm: float = above(0, 1.0)
     train_limit: int | None = at_least(1, None, " (a number of examples) or null (all)")
     eval_every: int = at_least(1, 75)
-    eval_examples: int = at_least(1, 200)
+    eval_examples: int | None = at_least(1, None, " (the first N validation examples) or null (all)")
     eval_decoding: Literal["sampled", "greedy"] = "greedy"
     eval_batch_size: int = at_least(1, 32)
     max_new_tokens: int = at_least(1, 48)
