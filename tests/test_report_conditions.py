@@ -65,6 +65,10 @@ def test_markdown_has_a_row_per_condition_and_a_column_per_method():
     assert "| slower than any training rate | 40.00 (0.67) / 2.00 | 40.00 (0.53) / 2.00 |" in text
     assert "| white noise at 3 dB SNR | 59.00 (0.98) / 1.00 | 60.00 (0.80) / 1.00 |" in text
     assert text.index("3 dB SNR") < text.index("0 dB SNR") and "the first 4 test texts" in text
+    assert "Left out" not in text
+    evals["sft"].metrics["conditions_dropped"] = {"slow": 2}
+    text = "\n".join(conditions_markdown(conditions_rows(evals)))
+    assert "Left out, longer than the model's audio window (never cut): slower than any training rate 2 clips." in text
 
 
 def test_a_method_without_conditions_is_left_out_and_nothing_shown_without_any():

@@ -85,8 +85,12 @@ def conditions_rows(evals: Mapping[str, Evaluation]) -> dict[str, Any]:
         rows.append(row)
     n = next((ev.metrics["conditions"].get(CLEAN, {}).get("n") for ev in evals.values()
               if ev.metrics.get("conditions")), None)
+    dropped: dict[str, int] = {}  # condition -> clips longer than the model's window, left out (the most of any model)
+    for ev in evals.values():
+        for name, count in (ev.metrics.get("conditions_dropped") or {}).items():
+            dropped[name] = max(dropped.get(name, 0), int(count))
     return {"conditions": names, "snr": [c for c in names if _snr(c) is not None], "noise": ", ".join(colours) or "n/a",
-            "rows": rows, "n": n, "target": ROBUSTNESS_TARGET, "target_condition": TARGET_CONDITION}
+            "rows": rows, "n": n, "dropped": dropped, "target": ROBUSTNESS_TARGET, "target_condition": TARGET_CONDITION}
 
 
 def _cell(row: Mapping[str, Any], name: str) -> str:
@@ -119,6 +123,9 @@ def conditions_markdown(section: Mapping[str, Any] | None, heading: str | None =
             "a test text with its test speaker, one factor moved beyond everything training heard; noise is added to "
             "the held-out speakers' clips at SNRs beyond training's (`evaluate.conditions`).", "",
             md_table(header, table), ""]
+    if section.get("dropped"):
+        out += ["Left out, longer than the model's audio window (never cut): "
+                + ", ".join(f"{describe(k, noise)} {v} clips" for k, v in section["dropped"].items()) + ".", ""]
     judged = [r for r in rows if r.get("meets_target") is not None]
     if judged:
         met = [r for r in judged if r["meets_target"]]
