@@ -263,3 +263,5 @@ def test_spoken_clips_longer_than_the_audio_window_are_left_out_and_counted(spee
     assert all(len(a) <= lengths[1] for a in fitted.spoken["slow"]["audio"])
     assert len(fitted.test) == 4  # the test's own clips fitted the window that was built for them
     assert fit_window(sets, Processor(lengths[-1])).dropped == {}
+    nothing_fits = fit_window(sets, Processor(1))
+    assert nothing_fits.spoken == {} and nothing_fits.dropped == {"slow": 4, "fast": 1}

@@ -108,7 +108,8 @@ def fit_window(sets: ConditionSets, processor: Any) -> ConditionSets:
     spoken, dropped = {}, {}
     for name, dataset in sets.spoken.items():
         keep = [i for i, audio in enumerate(dataset["audio"]) if len(audio) <= limit]
-        spoken[name] = dataset.select(keep) if len(keep) < len(dataset) else dataset
+        if keep:  # a condition with no clip left is not decoded (nothing to score)
+            spoken[name] = dataset.select(keep) if len(keep) < len(dataset) else dataset
         if len(keep) < len(dataset):
             dropped[name] = len(dataset) - len(keep)
             print(f"evaluate: condition {name}: {dropped[name]} of {len(dataset)} clips are longer than the model's "
