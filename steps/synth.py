@@ -3,7 +3,8 @@ no download.
 
     python -m steps.synth [--params params.yaml] [-S synth.sizes.ast.train=500]
 
-Outputs: data/synth/{ast,sqa,pretrain}/ (`<split>.jsonl` manifests + `audio.zip`), each folder written atomically.
+Outputs: data/synth/{ast,sqa,pretrain}/ (`<split>.jsonl` manifests, the tasks' held-out conditions as
+`conditions/<name>.jsonl`, and `audio.zip`: 16 kHz WAVs), each folder written atomically.
 """
 
 from __future__ import annotations

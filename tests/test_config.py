@@ -55,28 +55,69 @@ def test_a_report_why_key_naming_no_params_key_stops_loading_with_a_hint(tmp_pat
 
 
 @pytest.mark.parametrize(("synth", "message"), [
-    ({"train": {"voices": ["en-US", "en"]}, "test": {"voices": ["en"]}},
-     "synth.test.voices: ['en'] also in train.voices"),
-    ({"train": {"voices": ["en-US"], "variants": ["", "m1"]}, "validation": {"voices": ["x"], "variants": ["m1"]}},
-     "synth.validation.variants: ['m1'] also in train.variants"),
-    ({"validation": {"voices": ["en-US-nyc"], "variants": ["m4"], "rate_wpm": [[161, 169]], "pitch": [[41, 49]]}},
-     "synth.test.voices: ['en-US-nyc'] also in validation.voices"),
-    ({"test": {"voices": ["x"], "variants": ["m2"], "rate_wpm": [[150, 155]], "pitch": [[50, 59]]}},
-     "synth.test.rate_wpm: [[150, 155]] overlaps train.rate_wpm [[140, 160], [180, 200]]"),
-    ({"validation": {"voices": ["x"], "variants": ["m4"], "rate_wpm": [[161, 169]], "pitch": [[45, 52]]}},
-     "synth.test.pitch: [[50, 59]] overlaps validation.pitch [[45, 52]]"),
+    ({"train": {"voices": ["en-US", "en-029"]}},
+     "synth.held_out.voices: ['en-029'] also in train.voices"),
+    ({"train": {"voices": ["en-US"], "variants": ["", "m2"]}},
+     "synth.held_out.variants: ['m2'] also in train.variants"),
+    ({"held_out": {"voices": ["x"], "variants": ["m2"], "rate_wpm": [[150, 165]], "pitch": [[50, 59]]}},
+     "synth.held_out.rate_wpm: [[150, 165]] overlaps train.rate_wpm [[140, 160], [180, 200]]"),
+    ({"held_out": {"voices": ["x"], "variants": ["m2"], "rate_wpm": [[165, 170]], "pitch": [[38, 45]]}},
+     "synth.held_out.pitch: [[38, 45]] overlaps train.pitch [[25, 40], [60, 75]]"),
+    ({"held_out": {"voices": ["x"], "variants": ["m2"]}},
+     "synth.held_out_split: disjoint needs at least 2 voice x variant pairs"),
 ])
-def test_split_speakers_are_disjoint_in_voice_variant_and_ranges(synth, message):
+def test_held_out_speakers_are_disjoint_from_training_in_voice_variant_and_ranges(synth, message):
     with pytest.raises(ConfigError) as err:
         config_from_dict({"synth": synth})
     assert message in str(err.value)
 
 
-def test_a_test_snr_that_training_used_is_refused():
-    with pytest.raises(ConfigError, match=r"evaluate.conditions.snr_db: \[12.0\] dB also in synth.train_noise"):
-        config_from_dict({"evaluate": {"conditions": {"snr_db": [20, 12]}}})
+@pytest.mark.parametrize(("condition", "message"), [
+    ({"voices": ["de", "en-US"]}, "synth.conditions.c.voices: ['en-US'] already speak train or held_out"),
+    ({"voices": ["en-029"]}, "synth.conditions.c.voices: ['en-029'] already speak train or held_out"),
+    ({"rate_wpm": [[150, 155]]}, "synth.conditions.c.rate_wpm: [[150, 155]] is not beyond train.rate_wpm"),
+    ({"rate_wpm": [[165, 175]]}, "is not beyond train.rate_wpm"),      # between training's bands: not beyond
+    ({"rate_wpm": [[120, 141]]}, "is not beyond train.rate_wpm"),      # reaches into the lowest band
+    ({"pitch": [[70, 90]]}, "synth.conditions.c.pitch: [[70, 90]] is not beyond train.pitch [[25, 40], [60, 75]]"),
+    ({}, "synth.conditions.c.voices/rate_wpm/pitch: all empty; set the factor the condition moves"),
+])
+def test_a_condition_inside_what_training_heard_is_refused(condition, message):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"synth": {"conditions": {"c": condition}}, "evaluate": {"conditions": {"spoken": ["c"]}}})
+    assert message in str(err.value)
+    beyond_both_sides = {"slow": {"rate_wpm": [[100, 139]]}, "fast": {"rate_wpm": [[201, 300]]},
+                         "low": {"pitch": [[0, 24]]}, "high": {"pitch": [[76, 99]]}, "lang": {"voices": ["de"]}}
+    cfg = config_from_dict({"synth": {"conditions": beyond_both_sides}, "evaluate": {"conditions": {"spoken": []}}})
+    assert set(cfg.synth.conditions) == set(beyond_both_sides)
+
+
+def test_condition_names_and_evaluated_conditions_are_checked():
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"synth": {"conditions": {"snr5": {"voices": ["de"]}, "Slow-1": {"rate_wpm": [[100, 110]]}}},
+                          "evaluate": {"conditions": {"spoken": []}}})
+    msg = str(err.value)
+    assert "synth.conditions.snr5: name a condition in lower case" in msg
+    assert "synth.conditions.Slow-1: name a condition in lower case" in msg
+    with pytest.raises(ConfigError, match=r"evaluate.conditions.spoken: \['fest'\] are not in synth.conditions"):
+        config_from_dict({"evaluate": {"conditions": {"spoken": ["slow", "fest"]}}})
+
+
+@pytest.mark.parametrize("snr", [12, 6, 30, 20, 7.5])
+def test_a_test_snr_within_the_training_range_is_refused(snr):
+    with pytest.raises(ConfigError, match=r"evaluate.conditions.snr_db: \[.*\] dB lie within "
+                                          r"synth.train_noise.snr_db's range \[6, 30\]"):
+        config_from_dict({"evaluate": {"conditions": {"snr_db": [3, snr]}}})
+    assert config_from_dict({"evaluate": {"conditions": {"snr_db": [5.9, 0, -3, 31]}}}).evaluate.conditions.snr_db == (
+        5.9, 0.0, -3.0, 31.0)
     assert config_from_dict({"synth": {"train_noise": {"fraction": 0}},  # no noisy training: any SNR is unseen
                              "evaluate": {"conditions": {"snr_db": [12]}}}).evaluate.conditions.snr_db == (12.0,)
+
+
+def test_training_noise_and_test_noise_must_be_mixed_at_one_sample_rate():
+    with pytest.raises(ConfigError, match=r"synth\.sample_rate: 22050 Hz but prepare\.sample_rate is 16000 Hz"):
+        config_from_dict({"synth": {"sample_rate": 22050}})
+    quiet = config_from_dict({"synth": {"sample_rate": 22050, "train_noise": {"fraction": 0}}})  # no noise to mix
+    assert quiet.synth.sample_rate == 22050
 
 
 def test_bool_is_not_an_integer():
@@ -88,12 +129,12 @@ def test_overrides_parse_yaml_values_and_nested_paths(tmp_path: Path):
     params = tmp_path / "params.yaml"
     params.write_text((REPO / "params.yaml").read_text())
     cfg = load_config(params, ["prepare.workers=1", "synth.train_noise.fraction=0.25", "synth.sizes.ast.train=7",
-                               "synth.test.voices=[en-US-nyc]"])
+                               "synth.held_out.voices=[en-GB-scotland]"])
     assert cfg.prepare.workers == 1
     assert cfg.synth.train_noise.fraction == 0.25
     assert cfg.synth.sizes.ast.train == 7
-    assert cfg.synth.test.voices == ("en-US-nyc",)
-    assert cfg.synth.test.variants == Config().synth.test.variants  # the rest of the section from params.yaml
+    assert cfg.synth.held_out.voices == ("en-GB-scotland",)
+    assert cfg.synth.held_out.variants == Config().synth.held_out.variants  # the rest of the section from params
 
 
 def test_exponent_numbers_are_numbers_though_yaml_1_1_reads_them_as_text(tmp_path: Path):

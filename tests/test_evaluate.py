@@ -13,13 +13,20 @@ import torch
 
 from steps.core.config import ConfigError, EvaluateConfig, HeldOutConditions, config_from_dict
 from steps.core.io import read_jsonl
+from steps.evaluation.conditions import (
+    ConditionAnswers,
+    ConditionSets,
+    condition_predictions,
+    decode_conditions,
+    fit_window,
+    noisy_audio,
+    source_test_id,
+)
 from steps.evaluation.evaluator import (
     Decoded,
     available_models,
     build_metrics,
     decode_all,
-    decode_conditions,
-    noisy_audio,
     prediction_rows,
     run_evaluate,
     spread,
@@ -171,7 +178,7 @@ def test_noisy_condition_audio_has_the_snr_and_is_seeded_per_example(speech_rows
     assert not np.array_equal(noisy[0], other[0])
 
 
-def test_conditions_decode_noisy_swapped_and_training_speaker_audio(speech_rows, monkeypatch) -> None:
+def test_conditions_decode_spoken_noisy_swapped_and_training_speaker_audio(speech_rows, monkeypatch) -> None:
     calls: list[tuple[list[str], list[np.ndarray]]] = []
 
     def fake_generate(model, processor, prompts, audios, settings, batch_size, **kwargs):
@@ -179,38 +186,82 @@ def test_conditions_decode_noisy_swapped_and_training_speaker_audio(speech_rows,
         calls.append((list(prompts), [np.asarray(a) for a in audios]))
         return [f"h{len(calls)}-{i}" for i in range(len(prompts))]
 
-    monkeypatch.setattr("steps.evaluation.evaluator.generate", fake_generate)
+    monkeypatch.setattr("steps.evaluation.conditions.generate", fake_generate)
     test, reference = to_dataset(speech_rows[:4]), to_dataset(speech_rows[4:7])
-    ecfg = EvaluateConfig(conditions=HeldOutConditions(snr_db=(20.0, 10.0)))
-    out = Decoded()
-    decode_conditions(None, None, test, reference, ecfg, seed=1, out=out)
-    assert list(out.conditions) == ["snr20", "snr20_swapped", "snr10", "snr10_swapped"]
-    assert len(calls) == 5 and out.train_voices == ["h5-0", "h5-1", "h5-2"]
-    noisy20, swapped20, noisy10 = calls[0][1], calls[1][1], calls[2][1]
-    assert noisy20[0].shape == np.asarray(test["audio"][0]).shape and not np.array_equal(noisy20[0], test["audio"][0])
-    assert all(any(np.array_equal(s, n) for n in noisy20) and not np.array_equal(s, noisy20[i])
-               for i, s in enumerate(swapped20))  # another example's noisy clip, for every example
-    assert np.mean((noisy10[0] - test["audio"][0]) ** 2) > 5 * np.mean((noisy20[0] - test["audio"][0]) ** 2)
-    assert [np.asarray(a).tolist() for a in calls[4][1]] == [np.asarray(a).tolist() for a in reference["audio"]]
+    slow = to_dataset(speech_rows[5:8])
+    ecfg = EvaluateConfig(conditions=HeldOutConditions(spoken=("slow",), snr_db=(3.0, 0.0)))
+    out = decode_conditions(None, None, ConditionSets(test, reference, {"slow": slow}), ecfg, seed=1)
+    assert list(out.spoken) == ["slow", "slow_swapped"] and list(out.noise) == ["snr3", "snr3_swapped", "snr0",
+                                                                                 "snr0_swapped"]
+    assert len(calls) == 7 and out.train_voices == ["h7-0", "h7-1", "h7-2"]
+    (_, slow_audio), (_, slow_swapped), (_, noisy3), (_, swapped3), (_, noisy0) = calls[:5]
+    assert [a.tolist() for a in slow_audio] == [np.asarray(a).tolist() for a in slow["audio"]]
+    assert all(any(np.array_equal(s, n) for n in slow_audio) and not np.array_equal(s, slow_audio[i])
+               for i, s in enumerate(slow_swapped))  # another example's clip of the same condition, for every example
+    assert noisy3[0].shape == np.asarray(test["audio"][0]).shape and not np.array_equal(noisy3[0], test["audio"][0])
+    assert all(any(np.array_equal(s, n) for n in noisy3) and not np.array_equal(s, noisy3[i])
+               for i, s in enumerate(swapped3))
+    assert np.mean((noisy0[0] - test["audio"][0]) ** 2) > 1.5 * np.mean((noisy3[0] - test["audio"][0]) ** 2)
+    assert [np.asarray(a).tolist() for a in calls[6][1]] == [np.asarray(a).tolist() for a in reference["audio"]]
+    no_swap = EvaluateConfig(conditions=HeldOutConditions(spoken=("slow",), snr_db=(3.0,), swapped=False))
+    calls.clear()
+    assert list(decode_conditions(None, None, ConditionSets(test, None, {"slow": slow}), no_swap, 1).spoken) == [
+        "slow"] and len(calls) == 2
 
 
 def test_condition_scores_and_robustness_are_sacrebleu_on_their_own_references() -> None:
     refs = REFS
-    decoded = Decoded(greedy=list(refs), conditions={"snr20": ["the cat sat on a mat", "a dog runs", "we read"],
-                                                     "snr20_swapped": ["x", "y", "z"]},
-                      train_voices=["the cat sat on the mat", "a dog runs in a park"])
-    metrics = build_metrics(decoded, refs, "sqa", EvaluateConfig(), reference_refs=refs[:2])
-    noisy = sacrebleu.corpus_bleu(decoded.conditions["snr20"], [refs]).score
-    clean_train = sacrebleu.corpus_bleu(decoded.train_voices, [refs[:2]]).score
-    assert metrics["bleu_snr20"] == pytest.approx(noisy, abs=1e-4)
+    slow_refs = ["the cat sat on the mat", "we read a book today"]  # prepare skipped one slow clip
+    answers = ConditionAnswers(noise={"snr3": ["the cat sat on a mat", "a dog runs"], "snr3_swapped": ["x", "y"]},
+                               spoken={"slow": ["the cat sat", "we read a book"], "slow_swapped": ["a", "b"]},
+                               train_voices=["the cat sat on the mat", "a dog runs in a park"])
+    decoded = Decoded(greedy=["the cat sat on the mat", "a dog runs in park", "we read"], held_out=answers)
+    condition_refs = {"clean": refs[:2], "slow": slow_refs, "train_voices": refs[:2]}
+    metrics = build_metrics(decoded, refs, "sqa", EvaluateConfig(), condition_refs)
+    bleu = lambda hyps, rr: sacrebleu.corpus_bleu(hyps, [rr]).score  # noqa: E731
+    clean_train = bleu(answers.train_voices, refs[:2])
+    assert metrics["bleu_snr3"] == pytest.approx(bleu(answers.noise["snr3"], refs[:2]), abs=1e-4)
+    assert metrics["bleu_slow"] == pytest.approx(bleu(answers.spoken["slow"], slow_refs), abs=1e-4)
+    assert metrics["bleu_clean"] == pytest.approx(bleu(decoded.greedy[:2], refs[:2]), abs=1e-4)  # same texts
     assert metrics["bleu_train_voices"] == pytest.approx(clean_train, abs=1e-4)
-    assert metrics["robustness_snr20"] == pytest.approx(noisy / clean_train, abs=1e-4)
-    assert "robustness_snr20_swapped" not in metrics and metrics["conditions"]["train_voices"]["n"] == 2
+    assert metrics["robustness_snr3"] == pytest.approx(metrics["bleu_snr3"] / clean_train, abs=1e-4)
+    assert metrics["robustness_slow"] == pytest.approx(metrics["bleu_slow"] / clean_train, abs=1e-4)
+    assert "robustness_snr3_swapped" not in metrics and "robustness_train_voices" not in metrics
+    assert metrics["conditions"]["slow_swapped"]["n"] == 2 and metrics["conditions"]["clean"]["n"] == 2
 
 
-def test_prediction_rows_put_the_training_speakers_answer_beside_its_test_example(speech_rows) -> None:
+def test_prediction_rows_put_each_conditions_answer_beside_its_test_example(speech_rows) -> None:
     ds = to_dataset([{**row, "id": f"sqa-test-{i:05d}"} for i, row in enumerate(speech_rows[:2])])
-    decoded = Decoded(greedy=["g0", "g1"], conditions={"snr20": ["n0", "n1"]}, train_voices=["t1"])
-    rows = prediction_rows(ds, decoded, ["sqa-test_train_voices-00001"])  # prepare skipped the first one
-    assert rows[0]["conditions"] == {"snr20": "n0"}
-    assert rows[1]["conditions"] == {"snr20": "n1", "train_voices": "t1"}
+    sets = ConditionSets(ds, to_dataset([{**speech_rows[1], "id": "sqa-test_train_voices-00001"}]),  # prepare
+                         {"slow": to_dataset([{**speech_rows[0], "id": "sqa-slow-00000"}])})   # skipped some
+    answers = ConditionAnswers(noise={"snr3": ["n0", "n1"]}, spoken={"slow": ["s0"]}, train_voices=["t1"])
+    rows = prediction_rows(ds, Decoded(greedy=["g0", "g1"]), condition_predictions(sets, answers))
+    assert rows[0]["conditions"] == {"snr3": "n0", "slow": "s0"}
+    assert rows[1]["conditions"] == {"snr3": "n1", "train_voices": "t1"}
+    assert source_test_id("ast-other_languages-00012") == "ast-test-00012"
+    assert source_test_id("ast-test_train_voices-00012") == "ast-test-00012"
+
+
+def test_spoken_clips_longer_than_the_audio_window_are_left_out_and_counted(speech_rows) -> None:
+    """Slow speech can outlast the tiny preset's window (the longest train/validation/test clip): such a clip is
+    dropped from its condition, never cut, and the count is reported."""
+    class Extractor:
+        def __init__(self, n_samples: int) -> None:
+            self.n_samples = n_samples
+
+    class Processor:
+        def __init__(self, n_samples: int) -> None:
+            self.feature_extractor = Extractor(n_samples)
+
+    rows = speech_rows[:4]
+    lengths = sorted(len(r["audio"]) for r in rows)
+    slow = to_dataset(rows)
+    shortest = min(rows, key=lambda r: len(r["audio"]))
+    sets = ConditionSets(to_dataset(rows), None, {"slow": slow, "fast": to_dataset([shortest])})
+    fitted = fit_window(sets, Processor(lengths[1]))  # the two longest clips do not fit
+    assert len(fitted.spoken["slow"]) == 2 and fitted.dropped == {"slow": 2}
+    assert all(len(a) <= lengths[1] for a in fitted.spoken["slow"]["audio"])
+    assert len(fitted.test) == 4  # the test's own clips fitted the window that was built for them
+    assert fit_window(sets, Processor(lengths[-1])).dropped == {}
+    nothing_fits = fit_window(sets, Processor(1))
+    assert nothing_fits.spoken == {} and nothing_fits.dropped == {"slow": 4, "fast": 1}

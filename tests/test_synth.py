@@ -1,24 +1,28 @@
-"""The offline spoken corpus: espeak-ng audio, speaker-disjoint test split, determinism."""
+"""The offline spoken corpus: espeak-ng audio, one held-out speaker population for validation and test, held-out
+conditions, noise at its labelled SNR, determinism."""
 
 import io
 import subprocess
 import sys
 import zipfile
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from steps.core.config import config_from_dict
+from steps.core.config import config_from_dict, held_out_speakers
 from steps.core.io import read_jsonl
 from steps.data.audio import dbfs
-from steps.data.corpus import plan_corpus, run_synth, sentences
+from steps.data.corpus import _speak_shard, plan_corpus, run_synth, sentences
 from steps.data.noise import COLOURS, add_noise, coloured_noise
 from steps.data.tts import Speaker, TTSError
 
 TINY = {"seed": 7, "synth": {"workers": 1, "sizes": {p: {"train": 4, "validation": 2, "test": 3}
-                                                      for p in ("ast", "sqa", "pretrain")}}}
+                                                      for p in ("ast", "sqa", "pretrain")},
+                              "conditions": {"slow": {"rate_wpm": [[115, 130]]}}},
+        "evaluate": {"conditions": {"spoken": ["slow"]}}}
 
 
 @pytest.mark.parametrize("voice", ["en-US", "en-GB-x-rp+f2", "en-029+m3"])
@@ -79,7 +83,8 @@ def test_plan_is_deterministic_speaker_disjoint_and_pools_are_text_disjoint():
         speakers = {split: {r["speaker"] for r in splits[split]} for split in ("train", "validation", "test")}
         assert not speakers["train"] & (speakers["validation"] | speakers["test"])
         assert not speakers["validation"] & speakers["test"]
-        texts = [r["text"] + r.get("question", "") for k, s in splits.items() if k != "test_train_voices" for r in s]
+        texts = [r["text"] + r.get("question", "") for k, s in splits.items() if k in ("train", "validation", "test")
+                 for r in s]
         assert len(texts) == len(set(texts)), f"{pool}: an utterance appears in two splits"
     ast_sentences = {r["text"] for s in plan["ast"].values() for r in s}
     pretrain_sentences = {r["text"] for s in plan["pretrain"].values() for r in s}
@@ -92,15 +97,18 @@ def test_run_synth_writes_wavs_and_manifests(tmp_path: Path):
     cfg = config_from_dict(TINY)
     run_synth(cfg, tmp_path)
     for pool in ("ast", "sqa", "pretrain"):
-        assert sorted(p.name for p in (tmp_path / pool).iterdir()) == [  # a few files for DVC to walk, not a clip each
-            "audio.zip", "resolved_params.yaml", "test.jsonl", "test_train_voices.jsonl", "train.jsonl",
-            "validation.jsonl"]
+        task_files = ["conditions", "test_train_voices.jsonl"] if pool != "pretrain" else []
+        assert sorted(p.name for p in (tmp_path / pool).iterdir()) == sorted([  # a few files for DVC, not a clip each
+            "audio.zip", "resolved_params.yaml", "test.jsonl", "train.jsonl", "validation.jsonl", *task_files])
         rows = read_jsonl(tmp_path / pool / "test.jsonl")
         assert len(rows) == 3
+        if pool != "pretrain":
+            assert [p.name for p in (tmp_path / pool / "conditions").iterdir()] == ["slow.jsonl"]
+            rows += read_jsonl(tmp_path / pool / "conditions" / "slow.jsonl")
         for row in rows:
             wav = zipfile.ZipFile(tmp_path / pool / "audio.zip").read(row["audio"].split("/", 1)[1])
             audio, rate = sf.read(io.BytesIO(wav), dtype="float32")
-            assert rate == 22050 and sf.info(io.BytesIO(wav)).subtype == "PCM_16"
+            assert rate == 16000 and sf.info(io.BytesIO(wav)).subtype == "PCM_16"  # synth.sample_rate
             assert row["duration"] == pytest.approx(audio.size / rate, abs=1e-3)
             assert dbfs(audio) > -40.0
     sqa = read_jsonl(tmp_path / "sqa" / "train.jsonl")[0]
@@ -196,3 +204,111 @@ def test_test_texts_are_spoken_again_by_training_speakers():
     assert "test_train_voices" not in plan["pretrain"]
     off = config_from_dict({**TINY, "synth": {**TINY["synth"], "test_train_voices": False}})
     assert plan_corpus(off)["sqa"]["test_train_voices"] == []
+
+
+def test_validation_and_test_draw_disjoint_speakers_from_one_population_of_the_same_make_up():
+    cfg = config_from_dict(TINY)
+    held_out = cfg.synth.held_out
+    validation, test = (held_out_speakers(held_out, split, "disjoint") for split in ("validation", "test"))
+    assert not set(validation) & set(test)
+    assert sorted(validation + test) == sorted(f"{v}+{x}" for v in held_out.voices for x in held_out.variants)
+    for split in (validation, test):  # every accent as many speakers in both splits, every variant in both
+        assert {s.split("+")[0] for s in split} == set(held_out.voices)
+        assert len({s.split("+")[0] for s in split if s.startswith("en-029+")}) == 1
+        assert sum(s.startswith("en-029+") for s in split) == len(held_out.variants) // 2
+        assert {s.split("+")[1] for s in split} == set(held_out.variants)
+    assert held_out_speakers(held_out, "validation", "shared") == held_out_speakers(held_out, "test", "shared")
+    plan = plan_corpus(config_from_dict({**TINY, "synth": {**TINY["synth"], "sizes": {
+        p: {"train": 10, "validation": 300, "test": 300} for p in ("ast", "sqa", "pretrain")}}}))
+    for split, allowed in (("validation", validation), ("test", test)):
+        rows = [r for pool in ("ast", "sqa") for r in plan[pool][split]]
+        assert {r["speaker"] for r in rows} <= set(allowed) and len({r["speaker"] for r in rows}) > 0.8 * len(allowed)
+        for voice in held_out.voices:  # accents in equal shares (a third each, within sampling noise)
+            assert abs(sum(r["speaker"].startswith(voice + "+") for r in rows) / len(rows) - 1 / 3) < 0.06
+        for key, (lo, hi) in (("rate_wpm", held_out.rate_wpm[0]), ("pitch", held_out.pitch[0])):
+            values = [r[key] for r in rows]  # both splits span the same band
+            assert min(values) <= lo + 2 and max(values) >= hi - 2
+
+
+def test_condition_splits_respeak_each_test_clip_with_one_factor_beyond_training():
+    conditions = {"langs": {"voices": ["de", "es"]}, "slow": {"rate_wpm": [[115, 130]]},
+                  "fast": {"rate_wpm": [[215, 240]]}, "low": {"pitch": [[5, 15]]}, "high": {"pitch": [[85, 95]]}}
+    cfg = config_from_dict({**TINY, "synth": {**TINY["synth"], "conditions": conditions, "sizes": {
+        p: {"train": 10, "validation": 5, "test": 60} for p in ("ast", "sqa", "pretrain")}},
+        "evaluate": {"conditions": {"spoken": list(conditions)}}})
+    plan = plan_corpus(cfg)
+    assert not any(k.startswith("conditions/") for k in plan["pretrain"])
+    train_rates = [r["rate_wpm"] for p in plan.values() for r in p["train"]]
+    train_pitches = [r["pitch"] for p in plan.values() for r in p["train"]]
+    for pool in ("ast", "sqa"):
+        test = plan[pool]["test"]
+        for name in conditions:
+            rows = plan[pool][f"conditions/{name}"]
+            assert [r["test_id"] for r in rows] == [r["id"] for r in test]
+            assert [r["text"] for r in rows] == [r["text"] for r in test] and all(r["noise"] is None for r in rows)
+            assert [r["id"] for r in rows] == [f"{pool}-{name}-{i:05d}" for i in range(len(test))]
+            for row, original in zip(rows, test, strict=True):
+                voice, _, variant = row["speaker"].partition("+")
+                assert variant == original["speaker"].partition("+")[2]  # the test speaker's timbre, always
+                if name == "langs":
+                    assert voice in ("de", "es") and (row["rate_wpm"], row["pitch"]) == (original["rate_wpm"],
+                                                                                         original["pitch"])
+                else:
+                    assert row["speaker"] == original["speaker"]
+                key = {"slow": "rate_wpm", "fast": "rate_wpm", "low": "pitch", "high": "pitch"}.get(name)
+                if key:
+                    (lo, hi), = conditions[name][key]
+                    assert lo <= row[key] <= hi
+                    other = "pitch" if key == "rate_wpm" else "rate_wpm"
+                    assert row[other] == original[other]
+        assert max(r["rate_wpm"] for r in plan[pool]["conditions/slow"]) < min(train_rates)
+        assert min(r["rate_wpm"] for r in plan[pool]["conditions/fast"]) > max(train_rates)
+        assert max(r["pitch"] for r in plan[pool]["conditions/low"]) < min(train_pitches)
+        assert min(r["pitch"] for r in plan[pool]["conditions/high"]) > max(train_pitches)
+        assert {r["speaker"].partition("+")[0] for r in plan[pool]["conditions/langs"]} == {"de", "es"}
+
+
+@pytest.mark.parametrize("voice", ["de", "nl", "es", "it", "pl"])
+def test_other_languages_voices_read_the_english_text(voice: str):
+    """Each held-out accent family speaks an English grammar sentence: audible, and about as long as an English voice
+    takes (its own letter-to-sound rules, not a skipped or spelled-out text)."""
+    text = "On Friday the four old birds sit in the office."
+    english = Speaker.get().say(text, voice="en-GB-scotland+m2", rate_wpm=170, pitch=50)
+    foreign = Speaker.get().say(text, voice=f"{voice}+m2", rate_wpm=170, pitch=50)
+    assert dbfs(foreign) > -35.0
+    assert 0.6 < foreign.size / english.size < 1.6
+
+
+def test_training_noise_is_at_its_labelled_snr_in_the_prepared_16khz_audio(tmp_path: Path):
+    """Noise is mixed after resampling to 16 kHz, the rate the evaluation mixes the test's noise at: the prepared clip
+    minus the same clip synthesised clean has the labelled SNR (mixed at espeak's 22050 Hz and resampled, it was
+    ~1.4 dB off). The clean clips are spoken as synth spoke them: the same order, in a fresh process (the engine
+    carries state from one utterance to the next)."""
+    import datasets
+
+    from steps.data.preparation import run_prepare
+
+    only_ast_train = {"ast": {"train": 6, "validation": 0, "test": 0},
+                      **{p: {"train": 0, "validation": 0, "test": 0} for p in ("sqa", "pretrain")}}
+    cfg = config_from_dict({**TINY, "synth": {**TINY["synth"], "train_noise": {"fraction": 1.0, "snr_db": [6, 30]},
+                                              "sizes": only_ast_train},
+                            "prepare": {"tasks": {"ast": {
+                                "source": {"kind": "synthetic", "path": str(tmp_path / "ast")},
+                                "prompts": {"ast": ["<|audio|> translate"]}}}}})
+    run_synth(cfg, tmp_path)
+    run_prepare(cfg, "ast", tmp_path, tmp_path / "prepared")
+    by_id = {r["id"]: r for r in read_jsonl(tmp_path / "ast" / "train.jsonl")}
+    order = [name.removesuffix(".wav") for name in zipfile.ZipFile(tmp_path / "ast" / "audio.zip").namelist()]
+    with get_context("spawn").Pool(1) as pool:
+        spoken = pool.apply(_speak_shard, ([({**by_id[i], "noise": None}, cfg.seed, 16000) for i in order],))
+    clean = {ident: sf.read(io.BytesIO(wav), dtype="float64")[0] for ident, _, wav in spoken}
+    prepared = datasets.load_from_disk(str(tmp_path / "prepared" / "train"))
+    colours = set()
+    for example in prepared:
+        label = by_id[example["id"]]["noise"]
+        noisy, reference = np.asarray(example["audio"], dtype=np.float64), clean[example["id"]]
+        assert example["sampling_rate"] == 16000 and noisy.shape == reference.shape
+        snr = 10 * np.log10(np.mean(reference ** 2) / np.mean((noisy - reference) ** 2))
+        assert snr == pytest.approx(label["snr_db"], abs=0.1), (example["id"], label)
+        colours.add(label["colour"])
+    assert len(prepared) == 6 and len(colours) >= 2

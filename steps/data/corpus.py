@@ -1,20 +1,26 @@
 """The spoken corpus, synthesised offline with espeak-ng (the synth stage), so the default needs no download.
 
-Pools (each `data/synth/<pool>/<split>.jsonl` plus `audio.zip`, one 16-bit WAV member per clip at espeak's 22050 Hz;
-one archive instead of 17,500 files, because DVC walks every file of an output at each `dvc repro`, and the walk
+Pools (each `data/synth/<pool>/<split>.jsonl` plus `audio.zip`, one 16-bit WAV member per clip at `synth.sample_rate`,
+16 kHz: espeak speaks at 22050 Hz and every clip is resampled before any noise is mixed in, so training noise and the
+test's noise (mixed at prepare's 16 kHz by the evaluation) are the noise their SNR says; one archive instead of 17,500
+files, because DVC walks every file of an output at each `dvc repro`, and the walk
 was 0.8 s of a 2.4 s no-op run):
 - `ast`: English sentences with their German translations (speech translation, En->De).
 - `sqa`: spoken passages with a text question and an open-format answer (spoken QA, as in LibriSQA).
 - `pretrain`: ASR and AST examples on sentences disjoint from the task pools, no QA: the tiny base model learns to
   listen and translate, but, like the paper's base model, has never been taught spoken QA.
 
-Train, validation and test each have their own speakers (`synth.{train,validation,test}`: accent voices, timbre
-variants, rate and pitch ranges, all disjoint), and no sentence of a validation or test passage occurs in training
-or pretraining (`plan_corpus`), so validation and test scores measure generalisation to unseen speakers and texts.
-A fraction of every training clip gets white, pink or brown noise (`synth.train_noise`). The task pools also hold
-`test_train_voices`: the test texts spoken clean by training speakers, the reference of the evaluation's held-out
-conditions. Everything, the WAV bytes included, is deterministic under `seed` (see `_speak_shard` and
-`steps.data.tts.Speaker.say`).
+Training has its own speakers (`synth.train`); validation and test draw theirs from one held-out population
+(`synth.held_out`: accent voices, timbre variants, rate and pitch bands, all disjoint from training's), each split
+its own half of its accent x variant speakers (`held_out_split: disjoint`, `steps.core.config.held_out_speakers`)
+with the same make-up, so that what validation decides holds for the test. No sentence of a validation or test
+passage occurs in training or pretraining (`plan_corpus`), so validation and test scores measure generalisation to
+unseen speakers and texts. A fraction of every training clip gets white, pink or brown noise (`synth.train_noise`).
+The task pools also hold `test_train_voices`, the test texts spoken clean by training speakers (the reference of the
+evaluation's held-out conditions), and `conditions/<name>` for each of `synth.conditions`: the test texts spoken
+again by their test speakers with one factor moved beyond everything training heard (another language's voice, a
+rate or a pitch beyond training's bands), clip i beside test clip i. Everything, the WAV bytes included, is
+deterministic under `seed` (see `_speak_shard` and `steps.data.tts.Speaker.say`).
 
     python -m steps.synth [--params params.yaml] [-S synth.sizes.ast.train=500]
 """
@@ -35,20 +41,23 @@ import numpy as np
 from tqdm import tqdm
 
 from steps.core.config import (
-    DATA_SPLITS,
     POOLS,
     RESOLVED_CONFIG_NAME,
+    SPLITS,
     TASKS,
     TRAIN_VOICES_SPLIT,
     Bands,
     Config,
     SpeakerSet,
+    SpokenCondition,
     TrainNoise,
+    condition_split,
+    held_out_speakers,
     to_dict,
 )
 from steps.core.io import atomic_dir, write_jsonl, write_yaml
 from steps.data import grammar
-from steps.data.audio import wav_bytes
+from steps.data.audio import resample, wav_bytes
 
 # Splits are drawn test first, so a sentence that could appear in several splits lands in the held-out one.
 _DRAW_ORDER: tuple[str, ...] = ("test", "validation", "train")
@@ -95,10 +104,33 @@ def _in_bands(rng: random.Random, bands: Bands) -> int:
     return rng.randint(lo, hi)
 
 
-def _speaker(rng: random.Random, speakers: SpeakerSet) -> dict[str, Any]:
-    variant = rng.choice(speakers.variants)
-    return {"speaker": rng.choice(speakers.voices) + (f"+{variant}" if variant else ""),
-            "rate_wpm": _in_bands(rng, speakers.rate_wpm), "pitch": _in_bands(rng, speakers.pitch)}
+def _speaker(rng: random.Random, speakers: SpeakerSet, names: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """A speaker of `speakers`: one of `names` ('voice+variant') when given, else any voice with any variant."""
+    if names is None:
+        variant = rng.choice(speakers.variants)
+        name = rng.choice(speakers.voices) + (f"+{variant}" if variant else "")
+    else:
+        name = rng.choice(names)
+    return {"speaker": name, "rate_wpm": _in_bands(rng, speakers.rate_wpm), "pitch": _in_bands(rng, speakers.pitch)}
+
+
+def _split_speakers(cfg: Config, split: str) -> tuple[str, ...] | None:
+    """The 'voice+variant' speakers a held-out split draws from (None for train: every voice x variant)."""
+    return None if split == "train" else held_out_speakers(cfg.synth.held_out, split, cfg.synth.held_out_split)
+
+
+def _under_condition(rng: random.Random, row: dict[str, Any], condition: SpokenCondition) -> dict[str, Any]:
+    """The test row's speaker with the condition's factors redrawn: another voice (the timbre variant kept), a rate
+    or a pitch from the condition's bands."""
+    _, plus, variant = row["speaker"].partition("+")
+    out = {"speaker": row["speaker"], "rate_wpm": row["rate_wpm"], "pitch": row["pitch"]}
+    if condition.voices:
+        out["speaker"] = rng.choice(condition.voices) + plus + variant
+    if condition.rate_wpm:
+        out["rate_wpm"] = _in_bands(rng, condition.rate_wpm)
+    if condition.pitch:
+        out["pitch"] = _in_bands(rng, condition.pitch)
+    return out
 
 
 def _training_noise(rng: random.Random, noise: TrainNoise) -> dict[str, Any] | None:
@@ -138,7 +170,7 @@ def plan_corpus(cfg: Config) -> dict[str, dict[str, list[dict[str, Any]]]]:
     draws = {"ast": (ast_item, english_taken), "sqa": (sqa_item, passages_taken),
              "pretrain": (pretrain_item, english_taken)}
     for split in _DRAW_ORDER:
-        speakers = cfg.synth.speakers(split)
+        speakers, names = cfg.synth.speakers(split), _split_speakers(cfg, split)
         for pool in POOLS:
             item, taken = draws[pool]
             group = _sentence_group(pool, split)
@@ -155,7 +187,7 @@ def plan_corpus(cfg: Config) -> dict[str, dict[str, list[dict[str, Any]]]]:
                 for sentence in sentences(row["text"]):
                     owner.setdefault(sentence, group)
                 row["id"] = f"{pool}-{split}-{i:05d}"
-                row |= _speaker(rng, speakers)
+                row |= _speaker(rng, speakers, names)
                 row["noise"] = _training_noise(rng, cfg.synth.train_noise) if split == "train" else None
                 row["audio"] = f"{AUDIO_ARCHIVE}/{row['id']}.wav"
             plan[pool][split] = rows
@@ -165,31 +197,57 @@ def plan_corpus(cfg: Config) -> dict[str, dict[str, list[dict[str, Any]]]]:
                   **_speaker(rng, cfg.synth.train), "noise": None,
                   "audio": f"{AUDIO_ARCHIVE}/{pool}-{TRAIN_VOICES_SPLIT}-{i:05d}.wav"} for i, row in enumerate(rows)]
         plan[pool][TRAIN_VOICES_SPLIT] = again
-    return plan
+    for pool in TASKS:  # the test texts again under each held-out condition, clip i beside test clip i
+        for name, condition in cfg.synth.conditions.items():
+            split = condition_split(name)
+            plan[pool][split] = [{**row, "id": f"{pool}-{name}-{i:05d}", "test_id": row["id"],
+                                  **_under_condition(rng, row, condition), "noise": None,
+                                  "audio": f"{AUDIO_ARCHIVE}/{pool}-{name}-{i:05d}.wav"}
+                                 for i, row in enumerate(plan[pool]["test"])]
+    # Splits in a fixed order (train first, as the archive always had them), not the order they were drawn in.
+    return {pool: {split: splits[split] for split in sorted(splits, key=_split_rank)} for pool, splits in plan.items()}
+
+
+def _split_rank(split: str) -> tuple[int, str]:
+    order = (*SPLITS, TRAIN_VOICES_SPLIT)
+    return (order.index(split), "") if split in order else (len(order), split)
 
 
 def _noise_seed(seed: int, ident: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{ident}".encode()).digest()[:8], "little")
 
 
-def _speak_shard(jobs: list[tuple[dict[str, Any], int]]) -> list[tuple[str, float, bytes]]:
-    """Worker: synthesise a shard of rows; returns (id, duration in seconds, WAV bytes) per row.
+def speak(row: dict[str, Any], seed: int, sample_rate: int, noisy: bool = True) -> np.ndarray:
+    """One planned row's clip at `sample_rate` (float32), with its noise unless `noisy` is false; the same for the
+    same arguments in a fresh process (see `_speak_shard`).
 
-    libespeak-ng carries state from one utterance to the next (the same text comes out slightly different after
-    different predecessors), so each shard runs in a fresh process, in a fixed order: the audio is then
-    byte-identical under the seed whatever the number of workers.
+    The noise is mixed in after resampling from espeak's 22050 Hz, at the rate the evaluation mixes the test's noise:
+    mixed before, resampling to 16 kHz removed the white noise above 8 kHz and made every training SNR ~1.4 dB
+    higher than its label.
     """
     from steps.data.noise import add_noise
     from steps.data.tts import Speaker
 
     tts = Speaker.get()
+    clip_seed = _noise_seed(seed, row["id"])
+    audio = tts.say(row["text"], voice=row["speaker"], rate_wpm=row["rate_wpm"], pitch=row["pitch"], seed=clip_seed)
+    audio = resample(audio, tts.sample_rate, sample_rate)
+    if noisy and row.get("noise"):
+        audio = add_noise(audio, row["noise"]["snr_db"], np.random.default_rng(clip_seed), row["noise"]["colour"])
+    return audio
+
+
+def _speak_shard(jobs: list[tuple[dict[str, Any], int, int]]) -> list[tuple[str, float, bytes]]:
+    """Worker: synthesise a shard of (row, seed, sample rate) jobs; returns (id, duration in seconds, WAV bytes).
+
+    libespeak-ng carries state from one utterance to the next (the same text comes out slightly different after
+    different predecessors), so each shard runs in a fresh process, in a fixed order: the audio is then
+    byte-identical under the seed whatever the number of workers.
+    """
     done = []
-    for row, seed in jobs:
-        clip_seed = _noise_seed(seed, row["id"])
-        audio = tts.say(row["text"], voice=row["speaker"], rate_wpm=row["rate_wpm"], pitch=row["pitch"], seed=clip_seed)
-        if row.get("noise"):
-            audio = add_noise(audio, row["noise"]["snr_db"], np.random.default_rng(clip_seed), row["noise"]["colour"])
-        done.append((row["id"], audio.shape[0] / tts.sample_rate, wav_bytes(audio, tts.sample_rate)))
+    for row, seed, sample_rate in jobs:
+        audio = speak(row, seed, sample_rate)
+        done.append((row["id"], audio.shape[0] / sample_rate, wav_bytes(audio, sample_rate)))
     return done
 
 
@@ -202,7 +260,7 @@ def run_synth(cfg: Config, out_root: Path) -> Path:
     with ctx.Pool(cfg.synth.workers, maxtasksperchild=1) as pool, tqdm(total=total, desc="synth", unit="clip") as bar:
         for pool_name, splits in plan.items():
             with atomic_dir(out_root / pool_name) as tmp, zipfile.ZipFile(tmp / AUDIO_ARCHIVE, "w") as archive:
-                jobs = [(row, cfg.seed) for split in DATA_SPLITS for row in splits.get(split, [])]
+                jobs = [(row, cfg.seed, cfg.synth.sample_rate) for rows in splits.values() for row in rows]
                 shards = [jobs[i:i + _SHARD_SIZE] for i in range(0, len(jobs), _SHARD_SIZE)]
                 durations: dict[str, float] = {}
                 # imap, not imap_unordered: members in plan order, so the archive does not depend on timing.
@@ -212,8 +270,7 @@ def run_synth(cfg: Config, out_root: Path) -> Path:
                         archive.writestr(zipfile.ZipInfo(f"{ident}.wav", _ZIP_DATE), wav)
                         durations[ident] = seconds
                     bar.update(len(done))
-                for split in DATA_SPLITS:
-                    rows = splits.get(split, [])
+                for split, rows in splits.items():
                     for row in rows:
                         row["duration"] = round(durations[row["id"]], 3)
                     write_jsonl(tmp / f"{split}.jsonl", rows)

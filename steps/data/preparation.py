@@ -5,7 +5,8 @@ soundfile, mixed to mono and resampled to `prepare.sample_rate` with soxr on `pr
 is normalised (Unicode NFC, whitespace) and formatted into a prompt from the task's templates, chosen
 deterministically per example. Output, written atomically:
 
-    data/prepared/<task>/<split>/      HF dataset (save_to_disk): id, task, audio (float32, 16 kHz), sampling_rate,
+    data/prepared/<task>/<split>/      (also conditions/<name>/, the synthetic corpus's held-out conditions)
+                                        HF dataset (save_to_disk): id, task, audio (float32, 16 kHz), sampling_rate,
                                         prompt (with one <|audio|>), question, reference, transcript, speaker,
                                         duration, source
     data/prepared/<task>/report.json   counts per split and every skipped example with its file and reason
@@ -41,7 +42,7 @@ from steps.core.config import (
 )
 from steps.core.io import atomic_dir, write_json, write_yaml
 from steps.data.audio import AudioLimits, load_job
-from steps.data.sources import RawExample, SourceError, example_task, iter_examples
+from steps.data.sources import RawExample, SourceError, condition_splits, example_task, iter_examples
 
 log = logging.getLogger(__name__)
 AUDIO_PLACEHOLDER = "<|audio|>"
@@ -137,7 +138,7 @@ def run_prepare(cfg: Config, pool: str, root: Path, out_dir: Path) -> Path:
     workers = ThreadPoolExecutor(cfg.prepare.workers) if cfg.prepare.workers > 1 else None
     try:
         with atomic_dir(out_dir) as tmp:
-            for split in DATA_SPLITS:
+            for split in (*DATA_SPLITS, *condition_splits(source, root)):
                 try:
                     raws = iter_examples(source, split, pool, root)
                 except SourceError as exc:

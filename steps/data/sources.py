@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steps.core.config import TRAIN_VOICES_SPLIT, SourceConfig
+from steps.core.config import CONDITIONS_DIR, TRAIN_VOICES_SPLIT, SourceConfig, condition_split
 from steps.data.audio import exists as audio_exists
 
 FIELDS: tuple[str, ...] = ("id", "audio", "text", "question", "answer", "translation", "speaker", "task")
@@ -73,9 +73,19 @@ def splits_for(cfg: SourceConfig) -> dict[str, str]:
     return dict(cfg.splits) if cfg.splits else DEFAULT_SPLITS[cfg.kind]
 
 
+def condition_splits(cfg: SourceConfig, root: Path) -> list[str]:
+    """The held-out condition splits (`conditions/<name>`) a synthetic source holds, sorted; none for other kinds."""
+    if cfg.kind != "synthetic":
+        return []
+    path = (root / cfg.path) if not Path(cfg.path).is_absolute() else Path(cfg.path)
+    return sorted(condition_split(m.stem) for m in (path / CONDITIONS_DIR).glob("*.jsonl"))
+
+
 def iter_examples(cfg: SourceConfig, split: str, task: str, root: Path) -> list[RawExample]:
     """All raw examples of one split. `task` is the pool (sqa, ast, pretrain); `root` anchors relative paths."""
     source_split = splits_for(cfg).get(split)
+    if source_split is None and cfg.kind == "synthetic" and split.startswith(f"{CONDITIONS_DIR}/"):
+        source_split = split  # a condition synth wrote (condition_splits)
     if source_split is None:
         return []
     path = (root / cfg.path).resolve() if not Path(cfg.path).is_absolute() else Path(cfg.path)

@@ -8,10 +8,11 @@ Decoding (batched, KV cache, steps.modeling.generation): `evaluate.sampled_runs`
 listening check, greedy and one sampled run again with every example's audio swapped for another example's
 (steps.evaluation.listening.swap_audio). A model that listens scores far lower with swapped audio.
 
-Conditions it never trained on (`evaluate.conditions`, on the test split), greedy: the test clips with noise at each
-of `snr_db` (seeded per example; training used other SNRs), each also with swapped audio; and the test texts spoken
-clean by training speakers (`train_voices`, the data split test_train_voices), the reference the held-out speakers
-and the noise are measured against: `robustness_snr<k>` = BLEU at k dB on held-out speakers / BLEU on that reference.
+Conditions it never trained on (`evaluate.conditions`, on the test split; steps/evaluation/conditions.py), greedy,
+on the first `conditions.limit` test texts: each spoken condition synth wrote (other languages' voices, rates and
+pitches beyond training's), the test clips with noise at each of `snr_db` (beyond training's SNRs), each also with
+swapped audio; and the test texts spoken clean by training speakers (`train_voices`), the reference every condition
+is measured against: `robustness_<name>` = BLEU under the condition / BLEU on that reference.
 
 Metrics (steps.evaluation.scores.corpus_scores): sacrebleu corpus BLEU and chrF with their signatures (tokenizer,
 casing), ROUGE-1/2/L, METEOR (WordNet offline, or reported as skipped), BERTScore-F1 with a local model (else skipped),
@@ -29,18 +30,25 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from steps.core.config import MODELS, TRAIN_VOICES_SPLIT, Config, EvaluateConfig
+from steps.core.config import MODELS, Config, EvaluateConfig
 from steps.core.io import write_json, write_jsonl
 from steps.core.paths import RunPaths
 from steps.core.tracking import stage_run
-from steps.data.noise import add_noise, seeded_rng
 from steps.data.splits import evaluation_set
-from steps.evaluation.listening import swap_audio, swapped_indices
+from steps.evaluation.conditions import (
+    CLEAN,
+    ConditionAnswers,
+    condition_hypotheses,
+    condition_predictions,
+    condition_references,
+    decode_conditions,
+    fit_window,
+    load_condition_sets,
+    robustness,
+)
+from steps.evaluation.listening import swap_audio
 from steps.evaluation.scores import corpus_scores
 from steps.modeling.encoder_speedups import encoder_outputs_reused
 from steps.modeling.generation import GenerationSettings, generate
@@ -70,8 +78,7 @@ class Decoded:
     greedy: list[str] | None = None
     swapped: list[str] | None = None
     swapped_sampled: list[str] | None = None  # one sampled run on the swapped audio: the listening check, sampled
-    conditions: dict[str, list[str]] = field(default_factory=dict)  # greedy, per held-out condition (rows aligned)
-    train_voices: list[str] | None = None  # greedy on the test texts by training speakers (its own rows)
+    held_out: ConditionAnswers | None = None  # greedy under each held-out condition (steps/evaluation/conditions.py)
     seconds: float = 0.0
     encoder_calls: dict[str, int] = field(default_factory=dict)  # batches encoded (misses), reused (hits)
 
@@ -100,38 +107,6 @@ def decode_all(model: Any, processor: Any, dataset: Any, ecfg: EvaluateConfig, s
     out.seconds = time.perf_counter() - start
     out.encoder_calls = dict(encoder_calls)
     return out
-
-
-def condition_name(snr_db: float) -> str:
-    return f"snr{snr_db:g}"
-
-
-def noisy_audio(dataset: Any, snr_db: float, colour: str, seed: int) -> list[np.ndarray]:
-    """Every clip of `dataset` with `colour` noise at `snr_db`, the noise seeded by (seed, example id, SNR)."""
-    return [add_noise(np.asarray(audio, dtype=np.float32), snr_db, seeded_rng(seed, ex_id, snr_db), colour)
-            for ex_id, audio in zip(dataset["id"], dataset["audio"], strict=True)]
-
-
-def decode_conditions(model: Any, processor: Any, dataset: Any, reference_set: Any | None, ecfg: EvaluateConfig,
-                      seed: int, out: Decoded) -> None:
-    """Greedy on each held-out condition (into `out`): noise at every `conditions.snr_db` (and swapped), and the
-    same texts spoken by training speakers."""
-    conditions = ecfg.conditions
-    greedy = GenerationSettings(max_new_tokens=ecfg.max_new_tokens)
-    prompts = list(dataset["prompt"])
-    start = time.perf_counter()
-    for snr_db in conditions.snr_db:
-        name = condition_name(snr_db)
-        audios = noisy_audio(dataset, snr_db, conditions.noise, seed)
-        out.conditions[name] = generate(model, processor, prompts, audios, greedy, ecfg.batch_size, progress=True)
-        if conditions.swapped:
-            perm = swapped_indices(len(audios), seed)
-            out.conditions[f"{name}_swapped"] = generate(model, processor, prompts, [audios[int(j)] for j in perm],
-                                                         greedy, ecfg.batch_size, progress=True)
-    if reference_set is not None:
-        out.train_voices = generate(model, processor, list(reference_set["prompt"]), list(reference_set["audio"]),
-                                    greedy, ecfg.batch_size, progress=True)
-    out.seconds += time.perf_counter() - start
 
 
 # --- scoring ----------------------------------------------------------------------------------------------------------
@@ -166,11 +141,10 @@ def numbers(scores: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_metrics(decoded: Decoded, refs: list[str], task: str, ecfg: EvaluateConfig,
-                  reference_refs: list[str] | None = None) -> dict[str, Any]:
+                  condition_refs: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """The metrics file's content: headline numbers at the top, then each decoding's full scores.
 
-    `reference_refs`: the references of the train-voices reference set (its rows may differ from the test's where
-    prepare skipped a clip in one of them)."""
+    `condition_refs`: each held-out condition's references (`steps.evaluation.conditions.condition_references`)."""
     out: dict[str, Any] = {}
     details: dict[str, Any] = {}
     if decoded.greedy is not None:
@@ -198,19 +172,13 @@ def build_metrics(decoded: Decoded, refs: list[str], task: str, ecfg: EvaluateCo
             out[f"{key}_sampled_std"] = summary["std"][key]
     if "bleu" in out and "bleu_swapped" in out:
         out["listening_gap_bleu"] = out["bleu"] - out["bleu_swapped"]
-    conditions: dict[str, Any] = {}
-    for name, hyps in decoded.conditions.items():
-        conditions[name] = numbers(score(hyps, refs, task, ecfg))
-    if decoded.train_voices is not None and reference_refs is not None:
-        conditions["train_voices"] = numbers(score(decoded.train_voices, reference_refs, task, ecfg))
-    for name, scores in conditions.items():
-        if "bleu" in scores:
-            out[f"bleu_{name}"] = scores["bleu"]
-    reference = conditions.get("train_voices", {}).get("bleu")
-    for name in [n for n in decoded.conditions if not n.endswith("_swapped")]:
-        if reference and f"bleu_{name}" in out:
-            out[f"robustness_{name}"] = out[f"bleu_{name}"] / reference
-    if conditions:
+    if decoded.held_out is not None and condition_refs is not None:
+        hypotheses = condition_hypotheses(decoded.held_out, decoded.greedy, len(condition_refs[CLEAN]))
+        conditions = {name: numbers(score(hyps, condition_refs[key], task, ecfg))
+                      for name, (hyps, key) in hypotheses.items() if key in condition_refs}
+        bleu = {name: scores.get("bleu") for name, scores in conditions.items()}
+        out |= {f"bleu_{name}": value for name, value in bleu.items() if value is not None}
+        out |= {f"robustness_{name}": value for name, value in robustness(bleu).items()}
         details["conditions"] = conditions
         details["conditions_noise"] = ecfg.conditions.noise
     return {**{k: _round(v) for k, v in out.items()}, **details}
@@ -220,13 +188,10 @@ def _round(value: Any) -> Any:
     return round(value, 4) if isinstance(value, float) and math.isfinite(value) else value
 
 
-def prediction_rows(dataset: Any, decoded: Decoded, reference_ids: list[str] | None = None
+def prediction_rows(dataset: Any, decoded: Decoded, held_out: dict[str, dict[str, str]] | None = None
                     ) -> list[dict[str, Any]]:
     """One row per example: id, prompt, reference, every sampled run, greedy and swapped-audio hypotheses, and the
-    greedy hypothesis under each held-out condition (train_voices: the same text's clip by a training speaker)."""
-    by_text: dict[str, str] = {}
-    if decoded.train_voices is not None and reference_ids is not None:
-        by_text = {test_id(i): h for i, h in zip(reference_ids, decoded.train_voices, strict=True)}
+    greedy hypothesis under each held-out condition (`held_out`: test id -> {condition: hypothesis})."""
     rows = []
     for i, (ex_id, prompt, ref) in enumerate(zip(dataset["id"], dataset["prompt"], dataset["reference"],
                                                   strict=True)):
@@ -238,26 +203,10 @@ def prediction_rows(dataset: Any, decoded: Decoded, reference_ids: list[str] | N
             row["swapped"] = decoded.swapped[i]
         if decoded.swapped_sampled is not None:
             row["swapped_sampled"] = decoded.swapped_sampled[i]
-        conditions = {name: hyps[i] for name, hyps in decoded.conditions.items()}
-        if ex_id in by_text:
-            conditions["train_voices"] = by_text[ex_id]
-        if conditions:
-            row["conditions"] = conditions
+        if held_out and ex_id in held_out:
+            row["conditions"] = held_out[ex_id]
         rows.append(row)
     return rows
-
-
-def test_id(reference_id: str) -> str:
-    """The test example a train-voices clip re-speaks: synth names them <pool>-test_train_voices-<i>."""
-    return reference_id.replace(f"-{TRAIN_VOICES_SPLIT}-", "-test-")
-
-
-def reference_set(cfg: Config, data_dir: Path, task: str) -> Any | None:
-    """The test texts spoken by training speakers, when the conditions ask for them and the data has them."""
-    ecfg = cfg.evaluate
-    if ecfg.split != "test" or not ecfg.conditions.train_voices or not (data_dir / task / TRAIN_VOICES_SPLIT).is_dir():
-        return None
-    return evaluation_set(data_dir, task, TRAIN_VOICES_SPLIT, ecfg.limit)
 
 
 # --- stage ------------------------------------------------------------------------------------------------------------
@@ -277,16 +226,21 @@ def run_evaluate(cfg: Config, name: str, task: str, paths: RunPaths) -> dict[str
     with torch_threads(ecfg.threads), stage_run(cfg, stage="evaluate", task=task, method=name) as run:
         model, processor = load_model_and_processor(model_dir, cfg.model)
         decoded = decode_all(model, processor, dataset, ecfg, cfg.seed)
-        reference = reference_set(cfg, data_dir, task)
-        if ecfg.split == "test":
-            decode_conditions(model, processor, dataset, reference, ecfg, cfg.seed, decoded)
-        reference_refs = list(reference["reference"]) if reference is not None else None
+        sets = load_condition_sets(cfg, data_dir, task, dataset)
+        if sets is not None:
+            sets = fit_window(sets, processor)
+            decoded.held_out = decode_conditions(model, processor, sets, ecfg, cfg.seed)
+            decoded.seconds += decoded.held_out.seconds
         metrics = {"model": name, "task": task, "split": ecfg.split, "n": len(refs),
-                   **build_metrics(decoded, refs, task, ecfg, reference_refs),
+                   **build_metrics(decoded, refs, task, ecfg, condition_references(sets) if sets else None),
                    "decode_seconds": round(decoded.seconds, 2), "encoder_cache": decoded.encoder_calls,
-                   "utterances_per_second": round(decoded_count(decoded) * len(refs) / max(decoded.seconds, 1e-9), 2),
+                   "utterances_per_second": round(decoded_utterances(decoded, len(refs))
+                                                  / max(decoded.seconds, 1e-9), 2),
                    "model_path": str(model_dir), "max_new_tokens": ecfg.max_new_tokens, "seed": cfg.seed}
-        rows = prediction_rows(dataset, decoded, list(reference["id"]) if reference is not None else None)
+        if sets is not None and sets.dropped:
+            metrics["conditions_dropped"] = sets.dropped
+        held_out = condition_predictions(sets, decoded.held_out) if sets and decoded.held_out else None
+        rows = prediction_rows(dataset, decoded, held_out)
         write_jsonl(predictions_path, rows)
         write_json(metrics_path, metrics)
         run.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)})
@@ -297,14 +251,19 @@ def run_evaluate(cfg: Config, name: str, task: str, paths: RunPaths) -> dict[str
         run.log_table({key: [str(r.get(key, "")) for r in rows] for key in ("id", "greedy", "swapped", "reference")},
                       f"answers/{task}.json")
     shown = ("bleu", "bleu_swapped", "bleu_sampled_mean", "bleu_sampled_std", "bleu_swapped_sampled", "wer",
-             *(f"bleu_{c}" for c in (*decoded.conditions, "train_voices")))
+             *(f"bleu_{c}" for c in metrics.get("conditions", {})))
     headline = ", ".join(f"{k} {metrics[k]}" for k in shown if k in metrics)
     print(f"evaluate[{name}/{task}]: {headline} on {len(refs)} examples -> {metrics_path}", flush=True)
     return metrics
 
 
-def decoded_count(decoded: Decoded) -> int:
-    """How many decoding passes over the set were made (for the throughput figure)."""
-    return (len(decoded.sampled) + (decoded.greedy is not None) + (decoded.swapped is not None)
-            + (decoded.swapped_sampled is not None) + len(decoded.conditions))
+def decoded_utterances(decoded: Decoded, n: int) -> int:
+    """How many utterances were decoded in all (for the throughput figure): each pass over the `n` test examples,
+    and every held-out condition's hypotheses."""
+    passes = (len(decoded.sampled) + (decoded.greedy is not None) + (decoded.swapped is not None)
+              + (decoded.swapped_sampled is not None))
+    held_out = decoded.held_out
+    extra = 0 if held_out is None else (sum(map(len, held_out.noise.values())) + sum(map(len, held_out.spoken.values()))
+                                        + len(held_out.train_voices or []))
+    return passes * n + extra
 

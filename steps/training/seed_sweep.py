@@ -38,7 +38,7 @@ SWEEP_METHODS = ("sft", "sft_matched", *SWEEP_GRPO_METHODS)
 def seed_config(cfg: Config, seed: int) -> Config:
     """The pipeline's config with another seed and the sweep's evaluation settings: the clean test split only (the
     held-out noise and speaker conditions are the main pipeline's; per seed they would double the sweep's cost)."""
-    clean_only = HeldOutConditions(snr_db=(), train_voices=False)
+    clean_only = HeldOutConditions(spoken=(), snr_db=(), train_voices=False)
     return dataclasses.replace(cfg, seed=seed,
                                evaluate=dataclasses.replace(cfg.evaluate, split="test",
                                                             sampled_runs=cfg.sweep.sampled_runs, conditions=clean_only))

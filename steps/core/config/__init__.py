@@ -13,16 +13,21 @@ checks that relate fields) and one field on `Config`.
 """
 
 from steps.core.config.data import (
+    DEFAULT_CONDITIONS,
     Bands,
+    HeldOutSplit,
     PrepareConfig,
     SourceConfig,
     SpeakerSet,
     SplitSizes,
+    SpokenCondition,
     SynthConfig,
     SynthSizes,
     TaskDataConfig,
     TrainNoise,
     bands_overlap,
+    beyond,
+    held_out_speakers,
 )
 from steps.core.config.evaluation import EvaluateConfig, HeldOutConditions, ReportConfig, SweepConfig
 from steps.core.config.loader import ConfigError, apply_override, to_dict
@@ -36,6 +41,7 @@ from steps.core.config.model import (
     TinyModelConfig,
 )
 from steps.core.config.names import (
+    CONDITIONS_DIR,
     DATA_SPLITS,
     GRPO_METHODS,
     METHODS,
@@ -48,6 +54,7 @@ from steps.core.config.names import (
     SPLITS,
     TASKS,
     TRAIN_VOICES_SPLIT,
+    condition_split,
     trained_on,
 )
 from steps.core.config.root import (
@@ -61,15 +68,27 @@ from steps.core.config.root import (
     stage_parser,
 )
 from steps.core.config.training import SFT_MATCHED_OWN_KEYS, GrpoConfig, PostTrainingConfig, SftConfig, SftMatchedConfig
-from steps.core.config.voices import NOISE_COLOURS, TEST_VARIANTS, TRAIN_VARIANTS, VALIDATION_VARIANTS
+from steps.core.config.voices import (
+    HELD_OUT_VARIANTS,
+    HELD_OUT_VOICES,
+    NOISE_COLOURS,
+    OTHER_LANGUAGE_VOICES,
+    TRAIN_VARIANTS,
+    TRAIN_VOICES,
+)
 
 __all__ = [
+    "CONDITIONS_DIR",
     "DATA_SPLITS",
+    "DEFAULT_CONDITIONS",
     "GRPO_METHODS",
+    "HELD_OUT_VARIANTS",
+    "HELD_OUT_VOICES",
     "METHODS",
     "MODELS",
     "NOISE_COLOURS",
     "ONLY_ON",
+    "OTHER_LANGUAGE_VOICES",
     "POOLS",
     "RESOLVED_CONFIG_NAME",
     "REWARD_NAMES",
@@ -77,10 +96,9 @@ __all__ = [
     "SFT_METHODS",
     "SPLITS",
     "TASKS",
-    "TEST_VARIANTS",
     "TRAIN_VARIANTS",
+    "TRAIN_VOICES",
     "TRAIN_VOICES_SPLIT",
-    "VALIDATION_VARIANTS",
     "Bands",
     "Config",
     "ConfigError",
@@ -88,6 +106,7 @@ __all__ = [
     "EvaluateConfig",
     "GrpoConfig",
     "HeldOutConditions",
+    "HeldOutSplit",
     "LoraSettings",
     "ModelConfig",
     "PathsConfig",
@@ -102,6 +121,7 @@ __all__ = [
     "SpeakerSet",
     "SpecAugmentConfig",
     "SplitSizes",
+    "SpokenCondition",
     "SweepConfig",
     "SynthConfig",
     "SynthSizes",
@@ -110,12 +130,15 @@ __all__ = [
     "TrainNoise",
     "apply_override",
     "bands_overlap",
+    "beyond",
+    "condition_split",
     "config_from_args",
     "config_from_dict",
+    "held_out_speakers",
     "inherit_grpo_keys",
     "inherit_sft_keys",
     "load_config",
     "stage_parser",
     "to_dict",
-    "trained_on",
+    "trained_on"
 ]

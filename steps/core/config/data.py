@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Literal
 
 from steps.core.config.loader import at_least, within
 from steps.core.config.names import DATA_SPLITS, POOLS
-from steps.core.config.voices import NOISE_COLOURS, TEST_VARIANTS, TRAIN_VARIANTS, VALIDATION_VARIANTS
+from steps.core.config.voices import (
+    HELD_OUT_VARIANTS,
+    HELD_OUT_VOICES,
+    NOISE_COLOURS,
+    OTHER_LANGUAGE_VOICES,
+    TRAIN_VARIANTS,
+    TRAIN_VOICES,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,8 +27,8 @@ class SplitSizes:
 
 @dataclasses.dataclass(frozen=True)
 class SynthSizes:
-    ast: SplitSizes = SplitSizes(6000, 200, 300)
-    sqa: SplitSizes = SplitSizes(2000, 200, 400)
+    ast: SplitSizes = SplitSizes(6000, 400, 300)
+    sqa: SplitSizes = SplitSizes(2000, 400, 400)
     pretrain: SplitSizes = SplitSizes(8000, 200, 300)
 
 
@@ -44,14 +52,10 @@ class SpeakerSet:
             out.append("voices: must list at least one espeak voice, e.g. [en-US]")
         if not self.variants:
             out.append("variants: list at least one variant; use [''] for the voice's default")
-        for name, lowest, highest, unit in (("rate_wpm", 80, 450, " words per minute"),
-                                            ("pitch", 0, 99, " (espeak's scale)")):
-            bands = getattr(self, name)
-            if not bands:
+        for name in ("rate_wpm", "pitch"):
+            if not getattr(self, name):
                 out.append(f"{name}: list at least one [min, max] band")
-            for lo, hi in bands:
-                if not lowest <= lo <= hi <= highest:
-                    out.append(f"{name}: needs {lowest} <= min <= max <= {highest}{unit}, got [{lo}, {hi}]")
+            out += _band_problems(name, getattr(self, name))
         return out
 
 
@@ -61,6 +65,71 @@ def bands_overlap(a: Bands, b: Bands) -> bool:
 
 def _bands(bands: Bands) -> str:
     return "[" + ", ".join(f"[{lo}, {hi}]" for lo, hi in bands) + "]"
+
+
+_RANGES = {"rate_wpm": (80, 450, " words per minute"), "pitch": (0, 99, " (espeak's scale)")}
+
+
+def _band_problems(name: str, bands: Bands) -> list[str]:
+    lowest, highest, unit = _RANGES[name]
+    return [f"{name}: needs {lowest} <= min <= max <= {highest}{unit}, got [{lo}, {hi}]"
+            for lo, hi in bands if not lowest <= lo <= hi <= highest]
+
+
+def beyond(bands: Bands, trained: Bands) -> bool:
+    """Every band lies wholly below or wholly above everything `trained` covers (not between its bands either)."""
+    low, high = min(lo for lo, _ in trained), max(hi for _, hi in trained)
+    return all(hi < low or lo > high for lo, hi in bands)
+
+
+HeldOutSplit = Literal["disjoint", "shared"]
+
+
+def held_out_speakers(speakers: SpeakerSet, split: str, how: HeldOutSplit) -> tuple[str, ...]:
+    """The espeak speakers ('voice+variant') of validation or test, drawn from one held-out population.
+
+    `disjoint`: the accent x variant pairs are dealt in a checkerboard (voice i, variant j to validation when i + j
+    is even, else to test), so the two splits share no speaker yet every accent has the same number of speakers in
+    both and every variant (with two accents or more) appears in both. `shared`: both splits use every pair.
+    """
+    pairs = [(i, j, voice + (f"+{variant}" if variant else "")) for i, voice in enumerate(speakers.voices)
+             for j, variant in enumerate(speakers.variants)]
+    if how == "shared":
+        return tuple(name for _, _, name in pairs)
+    parity = 0 if split == "validation" else 1
+    return tuple(name for i, j, name in pairs if (i + j) % 2 == parity)
+
+
+_CONDITION_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+@dataclasses.dataclass(frozen=True)
+class SpokenCondition:
+    """A test condition synthesised like the test split: every test text spoken again by its own test speaker with
+    the factors set here redrawn per clip, the rest (accent voice, timbre variant, rate, pitch) kept from the test
+    clip, so the condition and the clean test differ in that factor only. An empty field keeps the test clip's."""
+
+    voices: tuple[str, ...] = ()
+    rate_wpm: Bands = ()
+    pitch: Bands = ()
+
+    def problems(self) -> list[str]:
+        out = []
+        if not (self.voices or self.rate_wpm or self.pitch):
+            out.append("voices/rate_wpm/pitch: all empty; set the factor the condition moves, e.g. rate_wpm: "
+                       "[[100, 120]]")
+        for name in ("rate_wpm", "pitch"):
+            out += _band_problems(name, getattr(self, name))
+        return out
+
+
+DEFAULT_CONDITIONS: dict[str, SpokenCondition] = {
+    "other_languages": SpokenCondition(voices=OTHER_LANGUAGE_VOICES),
+    "slow": SpokenCondition(rate_wpm=((115, 130),)),
+    "fast": SpokenCondition(rate_wpm=((215, 240),)),
+    "low_pitch": SpokenCondition(pitch=((5, 15),)),
+    "high_pitch": SpokenCondition(pitch=((85, 95),)),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,36 +155,66 @@ class TrainNoise:
 
 @dataclasses.dataclass(frozen=True)
 class SynthConfig:
-    """The offline spoken corpus (espeak-ng, steps/data/corpus.py). Train, validation and test each have their own
-    speakers (accent voices, timbre variants and rate/pitch bands disjoint between splits); `train_noise` makes
-    training noisy; the test's noisy conditions are the evaluation's (`evaluate.conditions`)."""
+    """The offline spoken corpus (espeak-ng, steps/data/corpus.py).
 
-    train: SpeakerSet = SpeakerSet(("en-US", "en", "en-GB-scotland", "en-029", "en-GB-x-gbcwmd"), TRAIN_VARIANTS,
-                                   ((140, 160), (180, 200)), ((25, 40), (60, 75)))
-    validation: SpeakerSet = SpeakerSet(("en-GB-x-gbclan",), VALIDATION_VARIANTS, ((161, 169),), ((41, 49),))
-    test: SpeakerSet = SpeakerSet(("en-GB-x-rp", "en-US-nyc"), TEST_VARIANTS, ((170, 179),), ((50, 59),))
+    `train` speaks every pool's training split. `held_out` is one population that validation and test both draw from
+    (accent voices, timbre variants, rate and pitch bands, all disjoint from training's), dealt by `held_out_split`
+    (`held_out_speakers`): so decisions taken on validation are about the speakers the test measures. `train_noise`
+    makes training noisy; clips are resampled to `sample_rate` before any noise is mixed in, the rate the evaluation
+    mixes the test's noise at (prepare.sample_rate, checked equal). `conditions` (tasks only): the test texts spoken
+    again with one factor moved beyond everything training heard (a voice no split uses; a rate or pitch wholly
+    below or above training's bands), decoded by the evaluation beside the clean test (`evaluate.conditions`).
+    """
+
+    train: SpeakerSet = SpeakerSet(TRAIN_VOICES, TRAIN_VARIANTS, ((140, 160), (180, 200)), ((25, 40), (60, 75)))
+    held_out: SpeakerSet = SpeakerSet(HELD_OUT_VOICES, HELD_OUT_VARIANTS, ((161, 179),), ((41, 59),))
+    held_out_split: HeldOutSplit = "disjoint"
     train_noise: TrainNoise = TrainNoise()
     test_train_voices: bool = True
+    conditions: dict[str, SpokenCondition] = dataclasses.field(default_factory=lambda: dict(DEFAULT_CONDITIONS))
+    sample_rate: int = within(8000, 48000, 16000, note=" Hz; the rate noise is mixed at, = prepare.sample_rate")
     workers: int = at_least(1, 2)
     sizes: SynthSizes = SynthSizes()
 
     def speakers(self, split: str) -> SpeakerSet:
-        return getattr(self, split)
+        """Who may speak `split`: the training set, or the held-out population (validation, test)."""
+        return self.train if split == "train" else self.held_out
 
     def problems(self) -> list[str]:
         out = []
-        pairs = (("validation", "train"), ("test", "train"), ("test", "validation"))
         for attr in ("voices", "variants"):
-            for a, b in pairs:
-                shared = sorted(set(getattr(self.speakers(a), attr)) & set(getattr(self.speakers(b), attr)))
-                if shared:
-                    out.append(f"{a}.{attr}: {shared} also in {b}.{attr}; each split must have its own speakers")
+            shared = sorted(set(getattr(self.held_out, attr)) & set(getattr(self.train, attr)))
+            if shared:
+                out.append(f"held_out.{attr}: {shared} also in train.{attr}; held-out speakers must be new to "
+                           "training")
         for attr in ("rate_wpm", "pitch"):
-            for a, b in pairs:
-                mine, theirs = getattr(self.speakers(a), attr), getattr(self.speakers(b), attr)
-                if bands_overlap(mine, theirs):
-                    out.append(f"{a}.{attr}: {_bands(mine)} overlaps {b}.{attr} {_bands(theirs)}; held-out "
-                               "speakers need values the other splits never used")
+            mine, theirs = getattr(self.held_out, attr), getattr(self.train, attr)
+            if bands_overlap(mine, theirs):
+                out.append(f"held_out.{attr}: {_bands(mine)} overlaps train.{attr} {_bands(theirs)}; held-out "
+                           "speakers need values training never used")
+        if self.held_out_split == "disjoint" and len(self.held_out.voices) * len(self.held_out.variants) < 2:
+            out.append("held_out_split: disjoint needs at least 2 voice x variant pairs in held_out (one per split); "
+                       "add a voice or variant, or use shared")
+        for name, condition in self.conditions.items():
+            out += self._condition_problems(name, condition)
+        return out
+
+    def _condition_problems(self, name: str, condition: SpokenCondition) -> list[str]:
+        out = []
+        key = f"conditions.{name}"
+        if not _CONDITION_NAME.fullmatch(name) or name.startswith("snr") or name in ("clean", "train_voices"):
+            out.append(f"{key}: name a condition in lower case, digits and _ (not snr..., clean or train_voices, "
+                       "which the evaluation's own conditions use), e.g. slow")
+        heard = sorted(set(condition.voices) & (set(self.train.voices) | set(self.held_out.voices)))
+        if heard:
+            out.append(f"{key}.voices: {heard} already speak train or held_out; a held-out accent needs a voice "
+                       "no split uses")
+        for attr in ("rate_wpm", "pitch"):
+            bands, trained = getattr(condition, attr), getattr(self.train, attr)
+            if bands and trained and not beyond(bands, trained):
+                out.append(f"{key}.{attr}: {_bands(bands)} is not beyond train.{attr} {_bands(trained)}; a held-out "
+                           f"condition needs values below {min(lo for lo, _ in trained)} or above "
+                           f"{max(hi for _, hi in trained)}")
         return out
 
 

@@ -14,16 +14,23 @@ from steps.core.config.names import MODELS
 class HeldOutConditions:
     """Test conditions the models never trained on, each decoded greedily beside the clean test split.
 
-    `snr_db`: the test clips with `noise`-coloured noise mixed in at each SNR (dB, over the whole clip; seeded per
-    example), each also with its audio swapped (`swapped`), the listening check under noise. `train_voices`: the same
-    test texts spoken clean by training speakers (the synth split `test_train_voices`), the reference that held-out
-    speakers and noise are measured against. SNRs must not be among `synth.train_noise.snr_db`.
+    `spoken`: the spoken conditions of `synth.conditions` to decode (the test texts re-spoken by the test speakers
+    with one factor moved beyond training: other languages' voices, rates, pitches); a condition the prepared data
+    lacks (a real corpus) is skipped. `snr_db`: the test clips with `noise`-coloured noise mixed in at each SNR (dB,
+    over the whole clip, at prepare.sample_rate; seeded per example); each must lie beyond `synth.train_noise.snr_db`
+    (below its lowest or above its highest). `swapped`: every condition also with its audio swapped (the listening
+    check under that condition). `train_voices`: the same test texts spoken clean by training speakers (the synth
+    split `test_train_voices`), the reference each condition is measured against. `limit`: the first N test texts of
+    every condition and of the reference (null = all): each condition costs one greedy pass over them per model,
+    two with `swapped`.
     """
 
-    snr_db: tuple[float, ...] = (20.0, 10.0)
+    spoken: tuple[str, ...] = ("other_languages", "slow", "fast", "low_pitch", "high_pitch")
+    snr_db: tuple[float, ...] = (3.0, 0.0)
     noise: Literal["white", "pink", "brown"] = "white"
     train_voices: bool = True
     swapped: bool = True
+    limit: int | None = at_least(2, 120, " test texts (the listening check swaps audio) or null")
 
 
 @dataclasses.dataclass(frozen=True)

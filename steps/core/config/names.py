@@ -7,6 +7,17 @@ SPLITS: tuple[str, ...] = ("train", "validation", "test")
 # held-out conditions (evaluate.conditions). Prepared like a split; sources that lack it simply have none.
 TRAIN_VOICES_SPLIT = "test_train_voices"
 DATA_SPLITS: tuple[str, ...] = (*SPLITS, TRAIN_VOICES_SPLIT)
+# The test texts spoken again under a condition training never had (synth.conditions): split `conditions/<name>`,
+# one folder for every condition so that a stage depends on all of them at once (dvc.yaml).
+CONDITIONS_DIR = "conditions"
+
+
+def condition_split(name: str) -> str:
+    """The data split holding the spoken condition `name` (data/synth/<pool>/conditions/<name>.jsonl, prepared into
+    data/prepared/<pool>/conditions/<name>/)."""
+    return f"{CONDITIONS_DIR}/{name}"
+
+
 TASKS: tuple[str, ...] = ("sqa", "ast")  # what SFT, GRPO and the evaluation post-train and score
 POOLS: tuple[str, ...] = (*TASKS, "pretrain")  # the data pools synth and prepare make (pretrain: ASR + AST)
 # The post-training methods, in the order the report lists them; `base` (the pretrain stage's model) is evaluated

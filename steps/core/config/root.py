@@ -51,11 +51,26 @@ class Config:
         if self.seed in self.sweep.seeds:
             out.append(f"sweep.seeds: {self.seed} is the pipeline's own seed (top-level `seed`), already the first "
                        "seed of the sweep; list other seeds")
-        trained = set(self.synth.train_noise.snr_db) if self.synth.train_noise.fraction > 0 else set()
-        heard = sorted(set(self.evaluate.conditions.snr_db) & trained)
-        if heard:
-            out.append(f"evaluate.conditions.snr_db: {heard} dB also in synth.train_noise.snr_db; a held-out test "
-                       "condition needs an SNR training never used")
+        return out + self._held_out_condition_problems()
+
+    def _held_out_condition_problems(self) -> list[str]:
+        out = []
+        conditions, noise = self.evaluate.conditions, self.synth.train_noise
+        if noise.fraction > 0 and noise.snr_db:
+            low, high = min(noise.snr_db), max(noise.snr_db)
+            inside = sorted(s for s in conditions.snr_db if low <= s <= high)
+            if inside:
+                out.append(f"evaluate.conditions.snr_db: {inside} dB lie within synth.train_noise.snr_db's range "
+                           f"[{low:g}, {high:g}]; a held-out test condition needs an SNR below {low:g} or above "
+                           f"{high:g} dB")
+        unknown = sorted(set(conditions.spoken) - set(self.synth.conditions))
+        if unknown:
+            out.append(f"evaluate.conditions.spoken: {unknown} are not in synth.conditions "
+                       f"({sorted(self.synth.conditions)}); add them there or remove them here")
+        if noise.fraction > 0 and self.synth.sample_rate != self.prepare.sample_rate:
+            out.append(f"synth.sample_rate: {self.synth.sample_rate} Hz but prepare.sample_rate is "
+                       f"{self.prepare.sample_rate} Hz; training noise is mixed at synth's rate and test noise at "
+                       "prepare's, and resampling between them filters the noise (a different SNR): make them equal")
         return out
 
 

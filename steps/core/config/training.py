@@ -15,12 +15,12 @@ Scheduler = Literal["constant", "constant_with_warmup", "cosine", "cosine_with_m
 @dataclasses.dataclass(frozen=True)
 class PostTrainingConfig:
     """What every post-training method shares (steps/training/runner.py): the optimiser; validation BLEU of the start
-    model (step 0) and every `eval_every` steps on the first `eval_examples` validation examples (`eval_decoding`:
-    `greedy`, or `sampled` with the evaluation's temperature/top-p); training stops at its plateau, once `patience`
-    evaluations in a row have not beaten the best so far by more than `min_delta` BLEU, or at `max_steps` (a cap;
-    the summary says which); the best evaluation is kept, the start model included (`start_candidate`). Checkpoints in
-    `<paths.models>/.work/<method>/<task>` (resumed after an interruption, deleted after success unless
-    `keep_checkpoints`)."""
+    model (step 0) and every `eval_every` steps on the first `eval_examples` validation examples (null: all;
+    `eval_decoding`: `greedy`, or `sampled` with the evaluation's temperature/top-p); training stops at its plateau,
+    once `patience` evaluations in a row have not beaten the best so far by more than `min_delta` BLEU, or at
+    `max_steps` (a cap; the summary says which); the best evaluation is kept, the start model included
+    (`start_candidate`). Checkpoints in `<paths.models>/.work/<method>/<task>` (resumed after an interruption, deleted
+    after success unless `keep_checkpoints`)."""
 
     lr: float = above(0, 5e-4)
     lr_scheduler: Scheduler = "cosine"
@@ -30,7 +30,7 @@ class PostTrainingConfig:
     max_grad_norm: float = above(0, 1.0)
     train_limit: int | None = at_least(1, None, " (a number of examples) or null (all)")
     eval_every: int = at_least(1, 75)
-    eval_examples: int = at_least(1, 200)
+    eval_examples: int | None = at_least(1, None, " (the first N validation examples) or null (all)")
     eval_decoding: Literal["sampled", "greedy"] = "greedy"
     eval_batch_size: int = at_least(1, 32)
     max_new_tokens: int = at_least(1, 48)
