@@ -1,7 +1,7 @@
 """Word tables: espeak-ng's accent voices and timbre variants (voices/!v, 103 usable) split between training and one
 held-out population (validation and test), and the other languages' voices of the held-out accent condition; the
 defaults of `synth.train`, `synth.held_out` and `synth.conditions` (params.yaml lists them too). Why each voice is
-where it is: docs/tuning.md, "2026-12-06"."""
+where it is: docs/tuning.md, "2026-12-05"."""
 
 from __future__ import annotations
 
