@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from steps.core import tracking
+from steps.core import artifact_md5, tracking
 from steps.core.config import TASKS
 
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."
@@ -81,7 +81,8 @@ def evaluate_runs(client: Any, exp_id: str, metrics_dir: Path) -> list[Any]:
     for task in TASKS:
         for method in _methods_in(metrics_dir, task, ".json", METHODS):
             where = f"tags.stage = 'evaluate' and tags.task = '{task}' and tags.method = '{method}'"
-            made = tracking.runs_for_file(client, exp_id, metrics_dir / method / f"{task}.json", "evaluation", where)
+            path = metrics_dir / method / f"{task}.json"
+            made = artifact_md5.runs_for_file(client, exp_id, path, "evaluation", where)
             run = made[0] if made else _newest(client, exp_id, where)
             if run is not None:
                 runs.append(run)
@@ -94,7 +95,7 @@ def training_runs(client: Any, exp_id: str, metrics_dir: Path) -> list[Any]:
     for task in TASKS:
         for method in TRAINED:
             where = f"tags.stage = '{method}' and tags.task = '{task}'"
-            made = tracking.runs_for_file(client, exp_id, metrics_dir / method / f"{task}.train.json", None, where)
+            made = artifact_md5.runs_for_file(client, exp_id, metrics_dir / method / f"{task}.train.json", None, where)
             run = made[0] if made else _newest(client, exp_id, where)
             if run is not None:
                 runs.append(run)

@@ -15,6 +15,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: spin-waiting threads starve other processes
 
 REPO = Path(__file__).resolve().parents[1]
+pytest_plugins = ["tests.granite_fixtures"]  # the Granite Speech fixtures, for the modules that ask for them
 
 
 def sine(freq: float, rate: int, seconds: float = 1.0, amp: float = 0.5) -> np.ndarray:

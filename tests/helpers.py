@@ -133,3 +133,14 @@ def evaluate_run(root: Path, task: str, method: str, bleu: float) -> str:
         run.log_metrics({"bleu": bleu, "bleu_swapped": 1.0, "bleu_snr20": bleu / 2, "n": 8})
         run.log_artifact(path, "evaluation")
     return run.run_id
+
+
+def through_a_checkpoint(meter: Any, folder: Path) -> Any:
+    """A ComputeMeter restored from a checkpoint folder whose trainer_state.json holds `meter`'s state."""
+    from steps.training.runner import ComputeMeter
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "trainer_state.json").write_text(json.dumps({"stateful_callbacks": {"ComputeMeter": meter.state()}}))
+    restored = ComputeMeter()
+    restored.restore(folder)
+    return restored

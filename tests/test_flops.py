@@ -17,7 +17,7 @@ from steps.modeling.families import adapter_for, get_submodule
 from steps.training.flops import FlopCounter, compute_figure, flop_phase, llm_matmul_weights
 from steps.training.runner import ComputeMeter
 from steps.training.sft_trainer import run_sft
-from tests.helpers import TASK, grpo_micro_trainer, micro_paths, run_grpo_micro, sft_micro_config
+from tests.helpers import TASK, grpo_micro_trainer, micro_paths, run_grpo_micro, sft_micro_config, through_a_checkpoint
 from tests.tiny_sallm import MICRO, build_micro, workspace
 
 # The micro preset's LLM matmuls by hand: q, k, v, o (k and v at the KV heads' width), gate, up, down; the LM head.
@@ -171,12 +171,7 @@ def test_compute_figure_reads_the_flops_total_and_plain_figures() -> None:
 def test_the_meter_state_keeps_the_flops_through_a_checkpoint(tmp_path: Path) -> None:
     meter = ComputeMeter()
     meter.flops.totals["rollouts"]["llm"] = 123.0
-    checkpoint = tmp_path / "checkpoint-3"
-    checkpoint.mkdir()
-    (checkpoint / "trainer_state.json").write_text(json.dumps({"stateful_callbacks": {"ComputeMeter":
-                                                                                       meter.state()}}))
-    restored = ComputeMeter()
-    restored.restore(checkpoint)
+    restored = through_a_checkpoint(meter, tmp_path / "checkpoint-3")
     assert restored.figures()["flops"] == meter.figures()["flops"] and restored.figures()["flops"]["rollouts"] == 123
 
 

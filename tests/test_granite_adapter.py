@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,23 +24,21 @@ from steps.modeling.batches import encode_for_training, model_inputs
 from steps.modeling.families import adapter_for
 from steps.modeling.generation import GenerationSettings, generate
 from steps.modeling.loading import apply_finetune_switches, load_model_and_processor
-from tests.tiny_granite import ADAPTER, granite_workspace, lora_calls, token_logps, without_adapter
-from tests.torchaudio_stub import granite_extractor_backend
+from tests.tiny_granite import ADAPTER, lora_calls, token_logps, without_adapter
+
+# Granite's extractor on torchaudio or its torch-only stand-in, for the whole module (tests/granite_fixtures.py)
+pytestmark = pytest.mark.usefixtures("granite_extractor")
+
+
+@pytest.fixture(scope="module")
+def root(granite_root: Path) -> Path:
+    return granite_root
 
 # The paper's Granite params file: audio encoder frozen, projector and LLM trained (configs/granite_speech_3.3_2b.yaml).
 GRANITE_MODEL = {"freeze_audio_encoder": True, "freeze_projector": False, "freeze_llm": False}
 LORA = {"r": ADAPTER["r"], "alpha": ADAPTER["alpha"], "target_modules": ADAPTER["target_modules"]}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def extractor_backend() -> Iterator[str]:
-    with granite_extractor_backend() as backend:
-        yield backend
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory, speech_rows: list[dict[str, Any]]) -> Path:
-    return granite_workspace(tmp_path_factory.mktemp("granite"), speech_rows)
 
 
 @pytest.fixture(autouse=True)

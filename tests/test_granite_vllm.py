@@ -19,7 +19,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
@@ -33,18 +32,14 @@ from steps.modeling import audio_adapter
 from steps.training import rollout_weights
 from tests.fake_vllm import FakeLLM
 from tests.tiny_granite import ADAPTER, granite_workspace, token_logps, without_adapter
-from tests.torchaudio_stub import granite_extractor_backend
 
-
-@pytest.fixture(scope="module", autouse=True)
-def extractor_backend() -> Iterator[str]:
-    with granite_extractor_backend() as backend:
-        yield backend
+# Granite's extractor on torchaudio or its torch-only stand-in, for the whole module (tests/granite_fixtures.py)
+pytestmark = pytest.mark.usefixtures("granite_extractor")
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory, speech_rows: list[dict[str, Any]]) -> Path:
-    return granite_workspace(tmp_path_factory.mktemp("granite"), speech_rows)
+def root(granite_root: Path) -> Path:
+    return granite_root
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,8 @@ import torch
 
 from steps.core.config import ConfigError, config_from_dict
 from steps.training.checkpoints import NonFiniteLossError
-from steps.training.grpo_trainer import AudioGRPOTrainer, curve_csv, run_grpo
+from steps.training.curves import curve_csv
+from steps.training.grpo_trainer import AudioGRPOTrainer, run_grpo
 from tests.helpers import TASK, grpo_micro_config, grpo_micro_trainer, micro_paths, run_grpo_micro, state_of
 from tests.tiny_sallm import workspace
 

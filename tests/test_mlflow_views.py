@@ -12,7 +12,7 @@ import pytest
 
 from flows import mlflow_views
 from flows.pipeline import stage_tags
-from steps.core import registry, tracking
+from steps.core import artifact_md5, registry, tracking
 from steps.core.config import Config
 from tests.helpers import evaluate_run
 
@@ -66,7 +66,7 @@ def test_the_views_show_the_runs_that_made_the_workspace_files(store):
     (root / "metrics" / "grpo" / "sqa.json").write_bytes(kept)
     sft = evaluate_run(root, "sqa", "sft", 31.0)
     exp_id = tracking.experiment_id(client)
-    md5 = tracking.file_md5(root / "metrics/grpo/sqa.json")
+    md5 = artifact_md5.file_md5(root / "metrics/grpo/sqa.json")
     assert client.get_run(made).data.tags["md5/evaluation/sqa.json"] == md5
 
     chosen = [r.info.run_id for r in mlflow_views.evaluate_runs(client, exp_id, root / "metrics")]

@@ -117,26 +117,21 @@ def write_curves(metrics_dir: Path, task: str) -> None:
     (metrics_dir / "sft" / f"{task}.train.json").write_text(json.dumps(sft))
 
 
+def measured(tokens: int, sequences: int, rollout: int, steps: int, seconds: float, flops: float, rollouts: float = 0,
+             reference: float = 0, audio: float = 3.0e11) -> dict[str, Any]:
+    """A train.json's `compute` as the trainers write it (the loss passes: what rollouts and reference leave)."""
+    split = {"total": flops, "loss": flops - rollouts - reference, "rollouts": rollouts, "reference": reference,
+             "llm": flops - audio, "audio": audio}
+    return {"train_tokens": tokens, "train_sequences": sequences, "rollout_tokens": rollout, "train_steps": steps,
+            "train_seconds": seconds, "train_tokens_per_step": round(tokens / steps, 2), "flops": split}
+
+
 COMPUTE = {  # what the training stages measured (metrics/<method>/<task>.train.json's compute)
-    "sft": {"train_tokens": 240_000, "train_sequences": 4800, "rollout_tokens": 0, "train_steps": 300,
-            "train_seconds": 600.0, "train_tokens_per_step": 800.0,
-            "flops": {"total": 4.0e12, "loss": 4.0e12, "rollouts": 0, "reference": 0, "llm": 3.0e12, "audio": 1.0e12}},
-    "grpo": {"train_tokens": 96_000, "train_sequences": 2560, "rollout_tokens": 30_000, "train_steps": 20,
-             "train_seconds": 100.0, "train_tokens_per_step": 4800.0,
-             "flops": {"total": 1.2e12, "loss": 6.0e11, "rollouts": 4.0e11, "reference": 2.0e11, "llm": 9.0e11,
-                       "audio": 3.0e11}},
-    "mpgrpo": {"train_tokens": 97_000, "train_sequences": 2560, "rollout_tokens": 30_500, "train_steps": 20,
-               "train_seconds": 104.0, "train_tokens_per_step": 4850.0,
-               "flops": {"total": 1.25e12, "loss": 6.5e11, "rollouts": 4.0e11, "reference": 2.0e11, "llm": 9.5e11,
-                         "audio": 3.0e11}},
-    "sft_matched": {"train_tokens": 96_400, "train_sequences": 1920, "rollout_tokens": 0, "train_steps": 120,
-                    "train_seconds": 240.0, "train_tokens_per_step": 803.33,
-                    "flops": {"total": 1.2e12, "loss": 1.2e12, "rollouts": 0, "reference": 0, "llm": 9.0e11,
-                              "audio": 3.0e11}},
-    "grpo_base": {"train_tokens": 90_000, "train_sequences": 2560, "rollout_tokens": 28_000, "train_steps": 20,
-                  "train_seconds": 98.0, "train_tokens_per_step": 4500.0,
-                  "flops": {"total": 1.1e12, "loss": 5.5e11, "rollouts": 3.5e11, "reference": 2.0e11, "llm": 8.0e11,
-                            "audio": 3.0e11}},
+    "sft": measured(240_000, 4800, 0, 300, 600.0, 4.0e12, audio=1.0e12),
+    "grpo": measured(96_000, 2560, 30_000, 20, 100.0, 1.2e12, 4.0e11, 2.0e11),
+    "mpgrpo": measured(97_000, 2560, 30_500, 20, 104.0, 1.25e12, 4.0e11, 2.0e11),
+    "sft_matched": measured(96_400, 1920, 0, 120, 240.0, 1.2e12),
+    "grpo_base": measured(90_000, 2560, 28_000, 20, 98.0, 1.1e12, 3.5e11, 2.0e11),
 }
 # Each method's validation history as the trainers record it: (step, BLEU, cumulative FLOPs, seconds). SFT and GRPO
 # were still improving at their last evaluation; MP-GRPO chose its start (the SFT model, step 0).

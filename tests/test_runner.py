@@ -13,7 +13,7 @@ from transformers import TrainerCallback
 
 from steps.training.runner import ComputeMeter
 from steps.training.sft_trainer import run_sft
-from tests.helpers import TASK, micro_paths, run_grpo_micro, sft_micro_config, stop_at
+from tests.helpers import TASK, micro_paths, run_grpo_micro, sft_micro_config, stop_at, through_a_checkpoint
 from tests.tiny_sallm import workspace
 
 
@@ -44,12 +44,7 @@ class LossPassTokens(TrainerCallback):
 def test_compute_meter_state_survives_a_checkpoint(tmp_path: Path) -> None:
     meter = ComputeMeter()
     meter.train_tokens, meter.train_steps, meter.rollout_tokens, meter.train_seconds = 1234, 5, 99, 7.5
-    checkpoint = tmp_path / "checkpoint-5"
-    checkpoint.mkdir()
-    (checkpoint / "trainer_state.json").write_text(json.dumps({"stateful_callbacks": {"ComputeMeter":
-                                                                                       meter.state()}}))
-    restored = ComputeMeter()
-    restored.restore(checkpoint)
+    restored = through_a_checkpoint(meter, tmp_path / "checkpoint-5")
     assert restored.figures() == meter.figures()
     assert restored.figures()["train_tokens_per_step"] == pytest.approx(1234 / 5)
 

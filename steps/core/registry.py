@@ -30,7 +30,7 @@ import mlflow
 import mlflow.pyfunc
 import pandas as pd
 
-from steps.core import tracking
+from steps.core import artifact_md5, tracking
 
 MODEL_ARTIFACT = "model"  # the model folder's key in the pyfunc model's artifacts
 LOGGED_MODEL_NAME = "model"
@@ -242,7 +242,7 @@ def alias_reported(run: Any, metrics_dir: Path, methods_by_task: dict[str, list[
 
 
 def _version_of(client: Any, exp_id: str, name: str, summary: Path, task: str, method: str) -> str | None:
-    for train_run in tracking.runs_for_file(client, exp_id, summary,
+    for train_run in artifact_md5.runs_for_file(client, exp_id, summary,
                                             filter_string=f"tags.task = '{task}' and tags.method = '{method}'"):
         versions = client.search_model_versions(f"name = '{name}' and run_id = '{train_run.info.run_id}'")
         if versions:

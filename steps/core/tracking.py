@@ -28,7 +28,7 @@ a server) or runs untracked (`SPEECH_GRPO_TRACKING_UNREACHABLE=continue`), inste
 
 Every file a run logs as an artifact also gets a tag `md5/<artifact path>` = the file's md5, the hash dvc.lock
 records for it: which run made the workspace's metrics/<model>/<task>.json (or .train.json) is then a lookup
-(`runs_for_file`), used by the UI launcher's comparison view and the registry's `report` alias.
+(steps/core/artifact_md5.py), used by the UI launcher's comparison view and the registry's `report` alias.
 
     python -m steps.core.tracking uri     # print the resolved tracking URI (used by `python -m flows.mlflow_ui`)
 """
@@ -36,7 +36,6 @@ records for it: which run made the workspace's metrics/<model>/<task>.json (or .
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import socket
@@ -47,6 +46,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from steps.core.artifact_md5 import file_md5, md5_tag
 from steps.core.config import RESOLVED_CONFIG_NAME, to_dict
 
 ENV_ROOT = "SPEECH_GRPO_ROOT"
@@ -324,7 +324,7 @@ class StageRun:
         self._call("setting tags", mlflow.set_tags, dict(tags))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        """Log a file or folder; a file's md5 also becomes the tag `md5/<artifact path>` (see `runs_for_file`)."""
+        """Log a file or folder; a file's md5 also becomes its tag `md5/<artifact path>` (core/artifact_md5.py)."""
         if self.run_id is None:  # tracking off: mlflow need not even be installed (the GPU check)
             return
         import mlflow
@@ -384,28 +384,7 @@ class StageRun:
         self._call(f"logging {name}", mlflow.log_text, text, name)
 
 
-def file_md5(path: str | Path) -> str:
-    """The file's md5: the hash dvc.lock records for a file output (DVC 3 hashes the bytes as they are)."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
-
-def md5_tag(name: str, artifact_path: str | None = None) -> str:
-    """The tag holding the md5 of an artifact logged as `artifact_path/name`: `md5/evaluation/sqa.json`."""
-    return "md5/" + "/".join(p for p in (artifact_path, name) if p)
-
-
-def runs_for_file(client: Any, exp_id: str, path: Path, artifact_path: str | None = None,
-                  filter_string: str = "") -> list[Any]:
-    """The active runs that logged this very file (same name and bytes) as an artifact, newest first."""
-    if not path.is_file():
-        return []
-    clause = f"tags.`{md5_tag(path.name, artifact_path)}` = '{file_md5(path)}'"
-    query = f"{clause} and {filter_string}" if filter_string else clause
-    return list(client.search_runs([exp_id], filter_string=query, order_by=["attributes.start_time DESC"]))
 
 
 def discard_run(run_id: str | None) -> None:

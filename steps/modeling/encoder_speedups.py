@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,25 @@ class RowGroups:
         return int(self.inverse.numel())
 
 
+def first_of_equals(n: int, key: Callable[[int], Hashable], equal: Callable[[int, int], bool]
+                    ) -> tuple[list[int], list[int]]:
+    """Items 0..n-1 grouped by equality: items are bucketed by `key` (equal items share a key), then compared with
+    `equal` to the first item of each group in their bucket. Returns (the first item of each group, each item's
+    group), in order of first appearance."""
+    buckets: dict[Hashable, list[int]] = {}
+    first: list[int] = []
+    inverse: list[int] = []
+    for i in range(n):
+        candidates = buckets.setdefault(key(i), [])
+        group = next((g for g in candidates if equal(i, first[g])), None)
+        if group is None:
+            group = len(first)
+            candidates.append(group)
+            first.append(i)
+        inverse.append(group)
+    return first, inverse
+
+
 def row_groups(*tensors: torch.Tensor) -> RowGroups:
     """Group the rows (dim 0) that are equal in every one of `tensors`, exactly (bit for bit as values).
 
@@ -54,21 +73,8 @@ def row_groups(*tensors: torch.Tensor) -> RowGroups:
     # bytes, not values: any dtype (numpy has no bfloat16), one host copy
     samples = [f[:, :: max(1, f.shape[1] // SAMPLED_COLUMNS)].detach().contiguous().view(torch.uint8).cpu().numpy()
                for f in flats]
-    buckets: dict[tuple[bytes, ...], list[int]] = {}
-    first: list[int] = []
-    inverse: list[int] = []
-    for i in range(n):
-        key = tuple(s[i].tobytes() for s in samples)
-        candidates = buckets.setdefault(key, [])
-        for group in candidates:
-            row = first[group]
-            if all(torch.equal(f[i], f[row]) for f in flats):
-                inverse.append(group)
-                break
-        else:
-            candidates.append(len(first))
-            inverse.append(len(first))
-            first.append(i)
+    first, inverse = first_of_equals(n, lambda i: tuple(x[i].tobytes() for x in samples),
+                                     lambda i, j: all(torch.equal(f[i], f[j]) for f in flats))
     device = tensors[0].device
     return RowGroups(torch.tensor(first, dtype=torch.long, device=device),
                      torch.tensor(inverse, dtype=torch.long, device=device))

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from steps.modeling.batches import encode_prompts
-from steps.modeling.encoder_speedups import row_groups
+from steps.modeling.encoder_speedups import first_of_equals, row_groups
 from steps.modeling.families import adapter_for
 
 logger = logging.getLogger(__name__)
@@ -229,20 +229,10 @@ def encode_prompts_once(processor: Any, adapter: Any, prompts: Sequence[str], au
     copied to the rows that repeat it: a GRPO batch holds every clip num_generations times, and the feature extractor
     was ~10% of a shared-prefix step (bench/bench_grpo.py). The same tensors: padding goes to the longest prompt and
     clip, which are among the distinct ones."""
-    keys: dict[tuple[Any, ...], list[int]] = {}
-    first: list[int] = []
-    inverse: list[int] = []
     arrays = [np.asarray(a) for a in audios]
-    for i, (prompt, audio) in enumerate(zip(prompts, arrays, strict=True)):
-        candidates = keys.setdefault((prompt, audio.shape, audio.dtype.str, hash(audio.tobytes())), [])
-        for group in candidates:
-            if np.array_equal(audio, arrays[first[group]]):
-                inverse.append(group)
-                break
-        else:
-            candidates.append(len(first))
-            inverse.append(len(first))
-            first.append(i)
+    first, inverse = first_of_equals(
+        len(prompts), lambda i: (prompts[i], arrays[i].shape, arrays[i].dtype.str, hash(arrays[i].tobytes())),
+        lambda i, j: prompts[i] == prompts[j] and np.array_equal(arrays[i], arrays[j]))
     batch = encode_prompts(processor, adapter, [prompts[i] for i in first], [arrays[i] for i in first],
                            ids=None if ids is None else [ids[i] for i in first])
     if len(first) == len(prompts):

@@ -18,8 +18,6 @@ reference would be rewarded as a worse answer): that example keeps its sample an
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,6 @@ from trl.trainer.utils import nanmax, nanmin
 from steps.core.config import GRPO_METHODS, Config, GrpoConfig
 from steps.core.io import atomic_write_text
 from steps.core.paths import RunPaths
-from steps.core.tracking import StageRun
 from steps.evaluation.metrics import corpus_bleu
 from steps.modeling.audio_adapter import has_audio_adapter, prepare_audio_adapter
 from steps.modeling.batches import audio_extractor
@@ -41,6 +38,7 @@ from steps.modeling.families import FamilyAdapter, adapter_for, get_submodule
 from steps.modeling.generation import GenerationSettings, generate
 from steps.modeling.shared_prefix import LogProbCheck, enable_shared_prefix, encode_prompts_once, prefill_once
 from steps.training.checkpoints import save_in_model_layout, write_validation_history
+from steps.training.curves import CurveMetrics, curve_csv
 from steps.training.flops import flop_phase
 from steps.training.grpo_loss import (
     floored_advantages,
@@ -54,7 +52,6 @@ from steps.training.rewards import weighted_reward
 from steps.training.rollout_weights import check_synced, use_merged_audio_policy
 from steps.training.runner import (
     NonFiniteGuard,
-    StepMetrics,
     TrainerInputs,
     TrainingJob,
     TrainResult,
@@ -63,15 +60,6 @@ from steps.training.runner import (
     trainer_kwargs,
     validation_settings,
 )
-
-CURVE_COLUMNS = ("step", "reward", "reward_std", "kl", "entropy", "completion_length", "clip_ratio",
-                 "frac_reward_zero_std", "reward_on_policy", "reward_off_policy", "val_bleu")
-# TRL log key -> curve column
-CURVE_KEYS = {"reward": "reward", "reward_std": "reward_std", "kl": "kl", "entropy": "entropy",
-              "completions/mean_length": "completion_length", "clip_ratio/region_mean": "clip_ratio",
-              "frac_reward_zero_std": "frac_reward_zero_std", "rewards/on_policy/mean": "reward_on_policy",
-              "rewards/off_policy/mean": "reward_off_policy", "eval_bleu": "val_bleu"}
-
 
 # --- helpers ----------------------------------------------------------------------------------------------------------
 
@@ -404,31 +392,6 @@ class ValidationHistory(TrainerCallback):
         print(f"{self.section}: step {state.global_step}: validation BLEU {metrics['eval_bleu']:.2f}", flush=True)
 
 
-class CurveMetrics(StepMetrics):
-    """StepMetrics that also keeps the training curve's signals (CURVE_KEYS) of every logged step."""
-
-    def __init__(self, run: StageRun, section: str, curve: list[dict[str, float]]) -> None:
-        super().__init__(run, section)
-        self.curve = curve
-
-    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
-        super().on_log(args, state, control, logs, **kwargs)
-        point = {CURVE_KEYS[k]: v for k, v in self.numbers(logs).items() if k in CURVE_KEYS}
-        if point:
-            self.curve.append({"step": state.global_step, **point})
-
-
-def curve_csv(points: Sequence[dict[str, float]]) -> str:
-    """One row per step (points of the same step merged), in CURVE_COLUMNS; missing values are empty cells."""
-    merged: dict[int, dict[str, float]] = {}
-    for point in points:
-        merged.setdefault(int(point["step"]), {}).update(point)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CURVE_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for step in sorted(merged):
-        writer.writerow({c: merged[step].get(c, "") for c in CURVE_COLUMNS})
-    return buffer.getvalue()
 
 
 # --- the stage --------------------------------------------------------------------------------------------------------

@@ -6,16 +6,9 @@ import dataclasses
 import re
 from typing import Literal
 
+from steps.core.config import voices
 from steps.core.config.loader import at_least, within
 from steps.core.config.names import DATA_SPLITS, POOLS
-from steps.core.config.voices import (
-    HELD_OUT_VARIANTS,
-    HELD_OUT_VOICES,
-    NOISE_COLOURS,
-    OTHER_LANGUAGE_VOICES,
-    TRAIN_VARIANTS,
-    TRAIN_VOICES,
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +117,7 @@ class SpokenCondition:
 
 
 DEFAULT_CONDITIONS: dict[str, SpokenCondition] = {
-    "other_languages": SpokenCondition(voices=OTHER_LANGUAGE_VOICES),
+    "other_languages": SpokenCondition(voices=voices.OTHER_LANGUAGE_VOICES),
     "slow": SpokenCondition(rate_wpm=((115, 130),)),
     "fast": SpokenCondition(rate_wpm=((215, 240),)),
     "low_pitch": SpokenCondition(pitch=((5, 15),)),
@@ -139,17 +132,17 @@ class TrainNoise:
 
     fraction: float = within(0, 1, 0.75)
     snr_db: tuple[float, ...] = (6.0, 12.0, 18.0, 24.0, 30.0)
-    colours: tuple[str, ...] = NOISE_COLOURS
+    colours: tuple[str, ...] = voices.NOISE_COLOURS
 
     def problems(self) -> list[str]:
         out = []
         if self.fraction > 0 and not self.snr_db:
             out.append("snr_db: list at least one SNR in dB, or set fraction: 0")
-        unknown = sorted(set(self.colours) - set(NOISE_COLOURS))
+        unknown = sorted(set(self.colours) - set(voices.NOISE_COLOURS))
         if unknown:
-            out.append(f"colours: unknown {unknown}; use some of {list(NOISE_COLOURS)}")
+            out.append(f"colours: unknown {unknown}; use some of {list(voices.NOISE_COLOURS)}")
         if self.fraction > 0 and not self.colours:
-            out.append(f"colours: list at least one of {list(NOISE_COLOURS)}, or set fraction: 0")
+            out.append(f"colours: list at least one of {list(voices.NOISE_COLOURS)}, or set fraction: 0")
         return out
 
 
@@ -166,8 +159,9 @@ class SynthConfig:
     below or above training's bands), decoded by the evaluation beside the clean test (`evaluate.conditions`).
     """
 
-    train: SpeakerSet = SpeakerSet(TRAIN_VOICES, TRAIN_VARIANTS, ((140, 160), (180, 200)), ((25, 40), (60, 75)))
-    held_out: SpeakerSet = SpeakerSet(HELD_OUT_VOICES, HELD_OUT_VARIANTS, ((161, 179),), ((41, 59),))
+    train: SpeakerSet = SpeakerSet(voices.TRAIN_VOICES, voices.TRAIN_VARIANTS, ((140, 160), (180, 200)),
+                                   ((25, 40), (60, 75)))
+    held_out: SpeakerSet = SpeakerSet(voices.HELD_OUT_VOICES, voices.HELD_OUT_VARIANTS, ((161, 179),), ((41, 59),))
     held_out_split: HeldOutSplit = "disjoint"
     train_noise: TrainNoise = TrainNoise()
     test_train_voices: bool = True
