@@ -25,11 +25,11 @@ class PostTrainingConfig:
     lr: float = above(0, 5e-4)
     lr_scheduler: Scheduler = "cosine"
     warmup_ratio: float = within(0, 1, 0.1, "[)")
-    max_steps: int = 300
+    max_steps: int = 1500
     weight_decay: float = 0.01
     max_grad_norm: float = above(0, 1.0)
     train_limit: int | None = at_least(1, None, " (a number of examples) or null (all)")
-    eval_every: int = at_least(1, 75)
+    eval_every: int = at_least(1, 100)
     eval_examples: int | None = at_least(1, None, " (the first N validation examples) or null (all)")
     eval_decoding: Literal["sampled", "greedy"] = "greedy"
     eval_batch_size: int = at_least(1, 32)
@@ -39,7 +39,7 @@ class PostTrainingConfig:
     keep_checkpoints: bool = False
     threads: int = at_least(0, 0, THREADS_NOTE)
     patience: int | None = at_least(1, 3, " evaluations, or null (train to max_steps)")
-    min_delta: float = at_least(0, 0.5, " BLEU")
+    min_delta: float = at_least(0, 1.0, " BLEU")
     start_candidate: bool = True  # evaluate the start model (step 0); it is kept when no checkpoint beats it
 
 
@@ -92,7 +92,7 @@ class GrpoConfig(PostTrainingConfig):
     lr: float = above(0, 2e-5)
     lr_scheduler: Scheduler = "constant_with_warmup"
     warmup_ratio: float = within(0, 1, 0.0, "[)")
-    max_steps: int = at_least(1, 20)
+    max_steps: int = at_least(1, 120)
     weight_decay: float = 0.0
     eval_every: int = at_least(1, 10)
     init: Literal["base", "sft"] = "sft"
