@@ -18,7 +18,7 @@ from tests.tiny_sallm import workspace
 
 GRPO = {"init": "base", "max_steps": 3, "eval_every": 3, "prompts_per_step": 2, "num_generations": 4, "lr": 0.001,
         "max_completion_length": 8, "eval_examples": 4, "eval_batch_size": 4, "max_new_tokens": 8, "threads": 1,
-        "beta": 0.02, "reward_weights": {"chrf": 1.0}}
+        "beta": 0.02, "reward_weights": {"chrf": 1.0}, "patience": None, "start_candidate": False}
 
 
 def launch(root: Path, processes: int) -> dict[str, Any]:
