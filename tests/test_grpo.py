@@ -193,3 +193,14 @@ def test_trainer_class_is_built_on_trl_grpo_trainer() -> None:
     from trl import GRPOTrainer
 
     assert issubclass(AudioGRPOTrainer, GRPOTrainer)
+
+
+def test_the_reference_model_encodes_real_frames_only_as_the_policy(tmp_path: Path, speech_rows) -> None:
+    """TRL builds the reference model itself (beta > 0), past loading's crop of the padded audio window: the trainer
+    applies it, so the reference pass does not run the encoder over the whole window."""
+    from steps.modeling.encoder_speedups import _EachClipOnce, _RealFramesOnly
+
+    trainer = grpo_micro_trainer(workspace(tmp_path, speech_rows))
+    for model in (trainer.model, trainer.ref_model):
+        encoder = model.model.audio_tower
+        assert isinstance(encoder, _RealFramesOnly) and isinstance(encoder, _EachClipOnce)

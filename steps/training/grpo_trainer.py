@@ -33,7 +33,7 @@ from steps.core.paths import RunPaths
 from steps.evaluation.metrics import corpus_bleu
 from steps.modeling.audio_adapter import has_audio_adapter, prepare_audio_adapter
 from steps.modeling.batches import audio_extractor
-from steps.modeling.encoder_speedups import encode_each_clip_once
+from steps.modeling.encoder_speedups import encode_each_clip_once, encode_real_frames_only
 from steps.modeling.families import FamilyAdapter, adapter_for, get_submodule
 from steps.modeling.generation import GenerationSettings, generate
 from steps.modeling.shared_prefix import LogProbCheck, enable_shared_prefix, encode_prompts_once, prefill_once
@@ -127,7 +127,10 @@ class AudioGRPOTrainer(GRPOTrainer):
                 # Granite Speech: the audio LoRA on in every pass (TRL loads the reference model itself)
                 prepare_audio_adapter(self.accelerator.unwrap_model(model), "the GRPO model")
                 switch_off_dropout(self.accelerator.unwrap_model(model))  # every pass scores the same policy
-                encode_each_clip_once(get_submodule(self.accelerator.unwrap_model(model), adapter.encoder))
+                encoder = get_submodule(self.accelerator.unwrap_model(model), adapter.encoder)
+                if adapter.crop_audio_window:  # TRL builds the reference model itself, past loading's crop
+                    encode_real_frames_only(encoder)
+                encode_each_clip_once(encoder)
                 if shared_prefix:  # each group's prompt + audio through the LLM once (steps/modeling/shared_prefix.py)
                     enable_shared_prefix(self.accelerator.unwrap_model(model))
         self._prefix_check = LogProbCheck.for_trainer(self) if shared_prefix else None
