@@ -301,14 +301,18 @@ def run_training(job: TrainingJob, build: Callable[[TrainerInputs], Any],
     train = training_view(load_split(job.data_dir, job.task, "train"), s.train_limit)
     validation = training_view(load_split(job.data_dir, job.task, "validation"), s.eval_examples)
     fp = fingerprint(cfg, job.method, job.task, s, job.init_dir)
-    processes = PartialState()  # under `accelerate launch`: one process owns the files, all train
+    device = choose_device(cfg.model.device)
+    # Under torchrun / accelerate launch one process owns the files, all train. On CPU the state must be asked for as
+    # CPU: a plain PartialState() sees one process there (measured with torchrun, accelerate 1.15), and every rank
+    # would then write the work folder at once.
+    processes = PartialState(cpu=device.type == "cpu")
     with processes.main_process_first():
         resume = (prepare_work_dir(job.work_dir, fp, job.method) if processes.is_main_process
                   else existing_checkpoint(job.work_dir))
     history = resumed_history(job.work_dir, resume)
     label = f"{job.method}[{job.task}]"
     with torch_threads(s.threads), stage_run(cfg, stage=job.method, task=job.task, method=job.method) as run:
-        model, processor = load_model_and_processor(job.init_dir, cfg.model, device=choose_device(cfg.model.device))
+        model, processor = load_model_and_processor(job.init_dir, cfg.model, device=device)
         model = apply_finetune_switches(model, cfg.model)
         trainable = parameter_count(model, trainable_only=True)
         trainer = build(TrainerInputs(model, processor, train, validation, run, history))
