@@ -182,6 +182,10 @@ def _tracking_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(tracking.ENV_TRACKING, "off")
 
 
+# The fixture's runs had caps of 300 (SFT) and 20 (GRPO) steps, whatever the default caps are now.
+FIXTURE_CONFIG = config_from_dict({"sft": {"max_steps": 300}, "grpo": {"max_steps": 20}})
+
+
 @pytest.fixture(scope="module")
 def full(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     """One report over all four methods and both tasks, with curves (shared: the plots take a second)."""
@@ -189,7 +193,7 @@ def full(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]
     metrics = make_metrics(root)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(tracking.ENV_TRACKING, "off")
-        data = run_report(Config(), metrics, root / "reports", n_samples=200, seed=1)
+        data = run_report(FIXTURE_CONFIG, metrics, root / "reports", n_samples=200, seed=1)
     return root / "reports", data
 
 
