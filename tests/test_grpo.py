@@ -10,11 +10,20 @@ from typing import Any
 import pytest
 import torch
 
-from steps.core.config import ConfigError, config_from_dict
+from steps.core.config import Config, ConfigError, config_from_dict
 from steps.training.checkpoints import NonFiniteLossError
 from steps.training.curves import curve_csv
 from steps.training.grpo_trainer import AudioGRPOTrainer, run_grpo
-from tests.helpers import TASK, grpo_micro_config, grpo_micro_trainer, micro_paths, run_grpo_micro, state_of
+from steps.training.sft_trainer import run_sft
+from tests.helpers import (
+    TASK,
+    grpo_micro_config,
+    grpo_micro_trainer,
+    micro_paths,
+    run_grpo_micro,
+    sft_micro_config,
+    state_of,
+)
 from tests.tiny_sallm import workspace
 
 
@@ -141,6 +150,22 @@ def test_grpo_stage_trains_saves_and_writes_curves(tmp_path: Path, speech_rows) 
     assert [r["step"] for r in curve] == ["1", "2"]
     assert all(r["reward"] != "" and r["kl"] != "" and r["entropy"] != "" for r in curve)
     assert not (root / "models" / ".work" / "grpo" / TASK).exists()
+
+
+@pytest.mark.slow
+def test_one_step_with_the_default_bleu_reward_moves_the_weights(tmp_path: Path, speech_rows) -> None:
+    """The pipeline's own reward (unsmoothed sentence BLEU) gives a gradient: from a model that has learnt the clips
+    (micro SFT, 200 steps) its samples earn different BLEU within a group, so one step updates the weights."""
+    assert grpo_micro_config().grpo.reward_weights == Config().grpo.reward_weights == {"bleu": 1.0}
+    assert grpo_micro_config().grpo.reward_options == Config().grpo.reward_options
+    root = workspace(tmp_path, speech_rows)
+    run_sft(sft_micro_config(max_steps=200, eval_every=200, lr=1e-2), TASK, micro_paths(root))
+    result = run_grpo_micro(root, init="sft", max_steps=1, eval_every=1, max_completion_length=32, max_new_tokens=32)
+    step = next(csv.DictReader((root / "metrics" / "grpo" / f"{TASK}.curve.csv").open()))
+    assert float(step["reward_std"]) > 0.05 and float(step["frac_reward_zero_std"]) < 1.0
+    before, after = state_of(root / "models" / "sft" / TASK), state_of(result.model_dir)
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert any("audio_tower" in k for k in changed) and any("language_model" in k for k in changed)
 
 
 def test_mpgrpo_with_no_off_policy_samples_equals_grpo(tmp_path: Path, speech_rows) -> None:
