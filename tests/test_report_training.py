@@ -121,6 +121,12 @@ def test_the_answer_covers_yes_no_and_no_difference() -> None:
                                                      "MDE 1.90)")
     assert answer([{"system": "grpo", "baseline": "sft_matched", "skipped": "no sampled runs"}], 0.05)[0] == \
         "untested"
+    same = dict(up, delta=0.0, p_holm=1.0, mde_holm=0.0)  # identical outputs: the bootstrap has no spread
+    assert answer([same], 0.05) == ("no difference", "no detectable difference (GRPO gives the same outputs as SFT "
+                                    "(matched compute))")
+    assert answer([same], 0.05, frozenset({"grpo", "sft_matched"}))[1] == (
+        "no detectable difference (GRPO gives the same outputs as SFT (matched compute): both kept their start, the "
+        "SFT, as no checkpoint beat it on validation)")
 
 
 def test_the_headline_pools_seeds_when_the_sweep_has_pooled_tests() -> None:

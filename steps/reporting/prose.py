@@ -45,15 +45,31 @@ def equal_compute_tests(report: Mapping[str, Any], seeds: Mapping[str, Any] | No
     return "one training run (test examples resampled)", out
 
 
-def answer(tests: Sequence[Mapping[str, Any]], alpha: float) -> tuple[str, str]:
+def same_outputs(test: Mapping[str, Any]) -> bool:
+    """Two systems whose outputs are identical: no difference and no bootstrap spread (MDE 0), as when GRPO and its
+    control both kept their start model."""
+    return test["delta"] == 0 and (test.get("mde_holm", test.get("mde")) or 0.0) == 0.0
+
+
+def answer(tests: Sequence[Mapping[str, Any]], alpha: float, kept_start: frozenset[str] = frozenset()
+           ) -> tuple[str, str]:
     """(answer, clause) for one task and decoding: yes (a GRPO method significantly above the control), no (the
-    control significantly above, none below it), no detectable difference, or not tested."""
+    control significantly above, none below it), no detectable difference, or not tested. `kept_start`: the methods
+    whose chosen checkpoint is their start (no checkpoint beat it on validation)."""
     done = [t for t in tests if "p_holm" in t and "delta" in t]
     if not done:
         reasons = "; ".join(sorted({str(t.get("skipped", "no test")) for t in tests})) or "no comparison"
         return "untested", f"not tested ({reasons})"
-    numbers = "; ".join(f"{LABELS[t['system']]} {t['delta']:+.2f} BLEU, Holm p {fmt_p(t['p_holm'])}, MDE "
-                        f"{fmt(t.get('mde_holm', t.get('mde')))}" for t in done)
+
+    def numbers_of(t: Mapping[str, Any]) -> str:
+        if not same_outputs(t):
+            return (f"{LABELS[t['system']]} {t['delta']:+.2f} BLEU, Holm p {fmt_p(t['p_holm'])}, MDE "
+                    f"{fmt(t.get('mde_holm', t.get('mde')))}")
+        why = (": both kept their start, the SFT, as no checkpoint beat it on validation"
+               if {t["system"], t["baseline"]} <= kept_start else "")
+        return f"{LABELS[t['system']]} gives the same outputs as {LABELS[t['baseline']]}{why}"
+
+    numbers = "; ".join(numbers_of(t) for t in done)
     above = [LABELS[t["system"]] for t in done if t["p_holm"] < alpha and t["delta"] > 0]
     below = [LABELS[t["system"]] for t in done if t["p_holm"] < alpha and t["delta"] < 0]
     if above:
@@ -79,7 +95,7 @@ def headline(report: Mapping[str, Any], seeds: Mapping[str, Any] | None = None) 
     for decoding in decodings:
         clauses = []
         for task, by_decoding in tests.items():
-            verdict, clause = answer(by_decoding.get(decoding, []), alpha)
+            verdict, clause = answer(by_decoding.get(decoding, []), alpha, kept_start(report, task))
             answers.setdefault(task, {})[decoding] = verdict
             clauses.append(f"{task.upper()}: {clause}")
         lines.append("; ".join(clauses))
@@ -97,6 +113,12 @@ def headline(report: Mapping[str, Any], seeds: Mapping[str, Any] | None = None) 
     other = [f"With {DECODINGS[d]}: {line}." for d, line in zip(decodings[1:], lines[1:], strict=True)]
     return {"question": QUESTION, "sentence": sentence, "other": other, "answers": answers, "source": source,
             "decoding": decodings[0]}
+
+
+def kept_start(report: Mapping[str, Any], task: str) -> frozenset[str]:
+    """The methods of `task` whose chosen checkpoint is their start (best step 0: nothing beat it on validation)."""
+    stops = ((report["tasks"].get(task) or {}).get("training") or {}).get("stops") or {}
+    return frozenset(m for m, stop in stops.items() if stop.get("best_step") == 0)
 
 
 def training_sentences(report: Mapping[str, Any]) -> list[str]:
