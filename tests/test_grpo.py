@@ -48,6 +48,18 @@ def test_mpgrpo_takes_every_key_it_leaves_out_from_grpo() -> None:
     assert cfg.grpo.num_off_policy == 0
 
 
+def test_each_method_trains_with_its_own_section() -> None:
+    from steps.core.config import GRPO_METHODS
+    from steps.training.grpo_trainer import section_config
+
+    cfg = Config()
+    assert all(section_config(cfg, m) is getattr(cfg, m) for m in GRPO_METHODS)
+    # GRPO from the base is plain GRPO: no off-policy sample (it once trained with mpgrpo's section, one per group)
+    assert (cfg.grpo_base.num_off_policy, cfg.mpgrpo.num_off_policy) == (0, 1)
+    with pytest.raises(ValueError, match="method must be one of"):
+        section_config(cfg, "sft")
+
+
 def test_curve_csv_merges_points_of_a_step() -> None:
     text = curve_csv([{"step": 1, "reward": 0.5}, {"step": 1, "kl": 0.01}, {"step": 2, "val_bleu": 3.0}])
     rows = list(csv.DictReader(text.splitlines()))

@@ -403,7 +403,7 @@ class ValidationHistory(TrainerCallback):
 def section_config(cfg: Config, method: str) -> GrpoConfig:
     if method not in GRPO_METHODS:
         raise ValueError(f"method must be one of {GRPO_METHODS}, got {method!r}")
-    return cfg.grpo if method == "grpo" else cfg.mpgrpo
+    return getattr(cfg, method)
 
 
 def trainer_args(gcfg: GrpoConfig, seed: int, work_dir: Path, device: torch.device) -> Any:
