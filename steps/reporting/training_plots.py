@@ -98,20 +98,18 @@ def frontier_figure(plt: Any, task: str, frontier: Mapping[str, Any]) -> Any:
     decoding = frontier.get("test_decoding", "greedy")
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
     start = frontier.get("start") or {}
-    for i, (method, f) in enumerate(methods.items()):
+    for method, f in methods.items():
         xs = [p["flops"] for p in f["points"]]
         ys = [p["bleu"] for p in f["points"]]
         label = LABELS[method] + (" (FLOPs by step, approximate)" if f.get("approximate") else "")
-        ax.plot(xs, ys, marker="o", markersize=3, color=COLORS[method], label=label)
         chosen = f.get("chosen")
+        if chosen:  # in the legend, not beside the ring: rings of methods that chose alike would overlap their text
+            test = chosen.get("test_bleu")
+            label += f", chosen: step {chosen['step']}" + (f", test {test:.2f}" if test is not None else "")
+        ax.plot(xs, ys, marker="o", markersize=3, color=COLORS[method], label=label)
         if chosen:
             ax.plot([chosen["flops"]], [chosen["bleu"]], marker="o", markersize=12, markerfacecolor="none",
                     markeredgecolor=COLORS[method], markeredgewidth=2, linestyle="none")
-            test = chosen.get("test_bleu")
-            ax.annotate(f"{LABELS[method]}: step {chosen['step']}\ntest {test:.2f}" if test is not None else
-                        f"{LABELS[method]}: step {chosen['step']}", (chosen["flops"], chosen["bleu"]),
-                        xytext=(12, 18 - 22 * i), textcoords="offset points", fontsize=8, color=COLORS[method],
-                        arrowprops={"arrowstyle": "-", "color": COLORS[method], "linewidth": 0.8})
     if start.get("bleu") is not None:
         test = start.get("test_bleu")
         ax.plot([0], [start["bleu"]], marker="*", markersize=14, color="k", linestyle="none",
@@ -120,9 +118,9 @@ def frontier_figure(plt: Any, task: str, frontier: Mapping[str, Any]) -> Any:
     ax.set_ylabel(f"validation BLEU ({decoding})")
     ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
     right = max(p["flops"] for f in methods.values() for p in f["points"])
-    ax.set_xlim(0, 1.2 * right if right > 0 else 1.0)  # room for the annotations right of the last checkpoints
+    ax.set_xlim(-0.02 * right, 1.05 * right if right > 0 else 1.0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    ax.set_title(f"{task.upper()}: validation BLEU against compute from the same start (ringed: chosen checkpoint, "
-                 f"with its test BLEU, {decoding})", fontsize=9)
+    ax.set_title(f"{task.upper()}: validation BLEU against compute from the same start\n(ringed: the chosen "
+                 f"checkpoint; its test BLEU, {decoding}, in the legend)", fontsize=9)
     return fig
