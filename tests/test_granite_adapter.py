@@ -136,6 +136,31 @@ def test_grpo_generation_reference_and_loss_passes_apply_the_adapter(root: Path,
     assert audio_adapter.adapter_is_active(model)
 
 
+def test_grpo_keeps_the_conformers_batch_norm_on_its_running_statistics(root: Path) -> None:
+    from steps.training.grpo_trainer import BATCH_NORMS
+    from tests.helpers import grpo_micro_trainer as micro_trainer
+
+    trainer = micro_trainer(root)
+    model, ref = trainer.model, trainer.ref_model
+    norms = [m for m in model.modules() if isinstance(m, BATCH_NORMS)]
+    assert norms and model.train().training and not any(m.training for m in norms)  # Trainer's train() keeps them
+    rows = [dict(r) for r in trainer.train_dataset.select([0, 1]) for _ in range(trainer.num_generations)]
+    batch = trainer._prepare_inputs(rows)
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
+    width, tokens = batch["completion_ids"].size(1), batch["completion_mask"].bool()
+    audio = {k: batch[k] for k in trainer.adapter.feature_keys}
+    # At step 0 the policy is its reference: the loss pass (training mode) scores what the reference pass scored ...
+    policy = token_logps(model, ids, mask, width, audio)
+    torch.testing.assert_close(policy[tokens], batch["ref_per_token_logps"][tokens], atol=1e-6, rtol=0)
+    # ... which a batch norm on the batch's statistics does not
+    for m in norms:
+        torch.nn.Module.train(m, True)
+    drifted = token_logps(model, ids, mask, width, audio)
+    assert (drifted[tokens] - batch["ref_per_token_logps"][tokens]).abs().max() > 1e-5
+    assert not ref.training or not any(m.training for m in ref.modules() if isinstance(m, BATCH_NORMS))
+
+
 def test_sft_loss_applies_the_adapter(root: Path, speech_rows: list[dict[str, Any]], tmp_path: Path) -> None:
     model, processor = load(root / "models" / "base")
     off, _ = load(without_adapter(root / "models" / "base", tmp_path / "off"))

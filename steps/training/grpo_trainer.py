@@ -18,6 +18,7 @@ reference would be rewarded as a worse answer): that example keeps its sample an
 from __future__ import annotations
 
 import contextlib
+import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,30 @@ def collapse_runs(ids: Sequence[int], token: int) -> list[int]:
         if t != token or not out or out[-1] != token:
             out.append(t)
     return out
+
+
+BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
+
+
+def _stay_in_eval(module: torch.nn.Module, mode: bool = True) -> torch.nn.Module:
+    return torch.nn.Module.train(module, False)
+
+
+def freeze_batch_norm(model: torch.nn.Module) -> int:
+    """Keep every batch norm of `model` in eval mode (normalising with its running statistics), also when the
+    Trainer calls model.train(). Returns how many.
+
+    In training mode a batch norm normalises with the statistics of the batch at hand, so the rollouts, the loss
+    pass and TRL's reference pass (run in eval mode) would score different policies, and the statistics would drift
+    with every loss pass. Granite Speech's conformer has one in every block; the tiny preset has none.
+    """
+    frozen = 0
+    for module in model.modules():
+        if isinstance(module, BATCH_NORMS):
+            module.train = types.MethodType(_stay_in_eval, module)
+            module.train()
+            frozen += 1
+    return frozen
 
 
 def switch_off_dropout(model: torch.nn.Module) -> int:
@@ -127,6 +152,7 @@ class AudioGRPOTrainer(GRPOTrainer):
                 # Granite Speech: the audio LoRA on in every pass (TRL loads the reference model itself)
                 prepare_audio_adapter(self.accelerator.unwrap_model(model), "the GRPO model")
                 switch_off_dropout(self.accelerator.unwrap_model(model))  # every pass scores the same policy
+                freeze_batch_norm(self.accelerator.unwrap_model(model))  # nor a batch norm's batch statistics
                 encoder = get_submodule(self.accelerator.unwrap_model(model), adapter.encoder)
                 if adapter.crop_audio_window:  # TRL builds the reference model itself, past loading's crop
                     encode_real_frames_only(encoder)
