@@ -143,7 +143,8 @@ def frontier(summaries: Mapping[str, Mapping[str, Any]], test_bleu: Mapping[str,
         if summary is None:
             continue
         if not _from_sft(summary):
-            methods[method] = {"skipped": f"started from {summary.get('init')}, not from the SFT model"}
+            where = "/".join(Path(str(summary.get("init"))).parts[-2:])  # not the machine's absolute path
+            methods[method] = {"skipped": f"started from {where}, not from the SFT model"}
             continue
         compute = summary.get("compute") or {}
         total = flops_total(compute)
