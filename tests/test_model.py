@@ -210,6 +210,54 @@ def test_real_frames_only_keeps_loss_gradients_and_generation(tiny_sallm, speech
     assert set(cropped.state_dict()) == set(plain.state_dict())
 
 
+def test_frozen_encoder_encodes_each_clip_once_and_keeps_loss_and_gradients(tiny_sallm, speech_rows) -> None:
+    model, processor = tiny_sallm
+    plain = apply_finetune_switches(copy.deepcopy(model), ModelConfig(freeze_audio_encoder=True))
+    kept = copy.deepcopy(plain)
+    del plain.model.audio_tower._kept  # the reference: the stock (frozen) encoder, nothing kept
+    plain.model.audio_tower.__class__ = type(model.model.audio_tower)
+    encoder = kept.model.audio_tower
+    rows_encoded = []
+    encoder.conv1.register_forward_pre_hook(lambda _m, args: rows_encoded.append(args[0].shape[0]))
+    plain.train(), kept.train()
+
+    def loss_and_grads(m, rows):
+        m.zero_grad(set_to_none=True)
+        loss = m(**training_batch(m, processor, rows)).loss
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+
+    epochs = [[speech_rows[i] for i in (0, 1, 2, 3)], [speech_rows[i] for i in (2, 0, 4, 1)]]  # a new clip in 2
+    for rows in epochs:
+        loss_plain, g_plain = loss_and_grads(plain, rows)
+        loss_kept, g_kept = loss_and_grads(kept, rows)
+        assert torch.allclose(loss_plain, loss_kept, atol=1e-6)
+        assert g_plain.keys() == g_kept.keys() and not any("audio_tower" in n for n in g_kept)
+        for name, grad in g_plain.items():
+            assert torch.allclose(grad, g_kept[name], atol=1e-5, rtol=1e-4), name
+    assert rows_encoded == [4, 1]  # the second batch encoded its one new clip only
+    assert (encoder._kept.hits, encoder._kept.misses) == (3, 5)
+    with torch.no_grad():  # weights changed in place (a checkpoint loaded): what was kept is forgotten
+        encoder.layer_norm.bias.add_(1.0)
+    assert not torch.allclose(kept(**training_batch(kept, processor, epochs[0])).loss, loss_kept)
+    assert rows_encoded[-1] == 4
+    assert set(kept.state_dict()) == set(model.state_dict())
+
+
+def test_an_encoder_that_trains_keeps_nothing(tiny_sallm, speech_rows) -> None:
+    model, processor = tiny_sallm
+    frozen = apply_finetune_switches(copy.deepcopy(model), ModelConfig(freeze_audio_encoder=True))
+    encoder = frozen.model.audio_tower
+    encoder.requires_grad_(True)  # a trainable encoder's output changes with every step: never reused
+    rows = speech_rows[:2]
+    for _ in range(2):
+        frozen(**training_batch(frozen, processor, rows)).loss.backward()
+    assert (encoder._kept.hits, encoder._kept.misses, len(encoder._kept.rows)) == (0, 0, 0)
+    assert encoder.conv1.weight.grad is not None
+    trained = apply_finetune_switches(copy.deepcopy(model), ModelConfig(freeze_audio_encoder=False))
+    assert not hasattr(trained.model.audio_tower, "_kept")
+
+
 def test_loaded_qwen2_audio_models_encode_real_frames_only(tiny_sallm, tmp_path) -> None:
     from steps.modeling.loading import load_model_and_processor
     from steps.modeling.tiny import save

@@ -4,6 +4,7 @@
 - `encode_real_frames_only`: a Whisper-style encoder (Qwen2-Audio) fed a window of mostly padding runs on the batch's
   real frames only.
 - `encoder_outputs_reused`: evaluation decodes the same clips several times with fixed weights; reuse the output.
+- `keep_frozen_encoder_outputs`: a frozen encoder in training sees each clip once per epoch; keep each clip's output.
 - `row_groups`: which rows of a batch are equal (encode_each_clip_once's clips, shared_prefix.py's prompts).
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -217,6 +218,91 @@ def encoder_outputs_reused(model: nn.Module, budget_mb: float = 1024) -> Iterato
         yield counts
     finally:
         del encoder.forward
+
+
+def keep_frozen_encoder_outputs(encoder: nn.Module, budget_mb: float = 2048) -> nn.Module:
+    """Make a frozen `encoder` compute each clip's output once and take it from memory afterwards.
+
+    With `model.freeze_audio_encoder` the encoder's output for a clip never changes, yet training re-encodes every clip
+    each epoch (SFT runs 4-8 epochs to its plateau) and each validation pass re-encodes the validation split: for the
+    tiny preset the encoder forward is about half of a frozen-encoder SFT step. A clip is recognised per row by the
+    bytes of every per-row tensor the encoder is given (features and masks), so a kept output is the one the encoder
+    computed for exactly that input; rows not kept are encoded together as one smaller batch. Outputs are kept in CPU
+    memory up to `budget_mb` (the tiny preset: ~0.17 MB a clip); past it, rows are encoded every time.
+
+    Exact only while the output is a function of the input: so the memory is used only while no encoder parameter
+    requires a gradient and, in training mode, nothing in the encoder is random or batch-dependent (dropout, layer
+    drop, batch norm statistics); it is emptied when any parameter is changed in place (a checkpoint loaded).
+    Same switch-the-class approach as encode_each_clip_once (composes with it and with encode_real_frames_only).
+    """
+    _switch_class(encoder, _FrozenOutputsKept)
+    encoder._kept = _KeptOutputs(budget=budget_mb * 2**20)
+    return encoder
+
+
+@dataclass
+class _KeptOutputs:
+    budget: float
+    rows: dict[bytes, torch.Tensor] = field(default_factory=dict)
+    bytes: int = 0
+    versions: tuple[int, ...] = ()
+    hits: int = 0
+    misses: int = 0
+
+
+class _FrozenOutputsKept(nn.Module):
+    def forward(self, input_features: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        if not self._output_is_fixed() or any(kwargs.get(k) for k in ("output_attentions", "output_hidden_states")):
+            return super().forward(input_features, *args, **kwargs)
+        kept: _KeptOutputs = self._kept
+        versions = tuple(p._version for p in self.parameters())
+        if versions != kept.versions:  # weights changed in place since the outputs were kept: forget them
+            kept.rows.clear()
+            kept.bytes, kept.versions = 0, versions
+        n = input_features.shape[0]
+
+        def per_row(value: Any) -> bool:
+            return isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == n
+
+        values = (input_features, *args, *kwargs.values())
+        shared = [v for v in values if not per_row(v)]
+        keys = [_digest([*(v[i] for v in values if per_row(v)), *shared]) for i in range(n)]
+        missing = [i for i, key in enumerate(keys) if key not in kept.rows]
+        fresh: dict[int, torch.Tensor] = {}
+        if missing:
+            index = torch.tensor(missing, dtype=torch.long, device=input_features.device)
+
+            def pick(value: Any) -> Any:
+                return value[index] if per_row(value) else value
+
+            out = super().forward(input_features[index], *[pick(a) for a in args],
+                                  **{key: pick(v) for key, v in kwargs.items()})
+            hidden = out if isinstance(out, torch.Tensor) else out.last_hidden_state
+            for j, i in enumerate(missing):
+                fresh[i] = hidden[j]
+                size = hidden[j].numel() * hidden[j].element_size()
+                if kept.bytes + size <= kept.budget:
+                    kept.rows[keys[i]] = hidden[j].detach().to("cpu", copy=True)
+                    kept.bytes += size
+        kept.misses += len(missing)
+        kept.hits += n - len(missing)
+        device = input_features.device
+        stacked = torch.stack([fresh[i] if i in fresh else kept.rows[keys[i]].to(device) for i in range(n)])
+        from transformers.modeling_outputs import BaseModelOutput  # lazy, as everywhere: importing steps stays fast
+
+        return BaseModelOutput(last_hidden_state=stacked)
+
+    def _output_is_fixed(self) -> bool:
+        if any(p.requires_grad for p in self.parameters()):
+            return False
+        if not self.training:
+            return True
+        config = getattr(self, "config", None)
+        random = [getattr(config, name, 0) or 0 for name in ("dropout", "attention_dropout", "activation_dropout",
+                                                               "layerdrop", "encoder_layerdrop")]
+        return not any(random) and not any(
+            (isinstance(m, nn.Dropout) and m.p > 0) or (isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training)
+            for m in self.modules())
 
 
 def _digest(values: Sequence[Any]) -> bytes:

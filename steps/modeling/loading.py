@@ -19,7 +19,7 @@ from torch import nn
 
 from steps.core.config import ModelConfig
 from steps.modeling.audio_adapter import has_audio_adapter, prepare_audio_adapter, train_audio_adapter
-from steps.modeling.encoder_speedups import encode_real_frames_only
+from steps.modeling.encoder_speedups import encode_real_frames_only, keep_frozen_encoder_outputs
 from steps.modeling.families import adapter_for, get_submodule
 
 TINY_PRESET = "tiny"
@@ -203,6 +203,8 @@ def apply_finetune_switches(model: nn.Module, cfg: ModelConfig) -> nn.Module:
     for path, frozen in ((adapter.encoder, cfg.freeze_audio_encoder), (adapter.projector, cfg.freeze_projector)):
         if frozen:
             get_submodule(model, path).requires_grad_(False)
+    if cfg.freeze_audio_encoder:  # its output per clip is fixed: encode each clip once, not once an epoch
+        keep_frozen_encoder_outputs(get_submodule(model, adapter.encoder))
     if cfg.freeze_llm:
         for path in adapter.llm:
             get_submodule(model, path).requires_grad_(False)
