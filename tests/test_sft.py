@@ -91,6 +91,37 @@ def test_sft_lowers_validation_loss_and_changes_parameters(tmp_path: Path, speec
 
 
 
+def test_sft_with_a_frozen_encoder_trains_the_rest_and_encodes_each_clip_once(tmp_path: Path, speech_rows) -> None:
+    """`model.freeze_audio_encoder` (the real-model configs set it): the encoder's weights stay, the rest trains, and
+    each clip is encoded once over the run's epochs and validation passes (keep_frozen_encoder_outputs)."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    class KeptOutputs(TrainerCallback):
+        def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            kept = model.model.audio_tower._kept
+            self.counts = (kept.hits, kept.misses, len(kept.rows))
+
+    root = workspace(tmp_path, speech_rows)
+    paths = micro_paths(root)
+    micro = sft_micro_config()
+    cfg = dataclasses.replace(micro, model=dataclasses.replace(micro.model, freeze_audio_encoder=True))
+    probe = KeptOutputs()
+    result = run_sft(cfg, TASK, paths, callbacks=[probe])
+    assert result.global_step == 20
+    before = load_file(paths.base_model / "model.safetensors")
+    after = load_file(paths.model("sft", TASK) / "model.safetensors")
+    encoder = [k for k in before if "audio_tower" in k]
+    assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)
+    assert any(not torch.equal(before[k], after[k]) for k in before if "language_model" in k)
+    assert validation_loss(paths.model("sft", TASK), speech_rows) < validation_loss(paths.base_model, speech_rows)
+    hits, misses, kept = probe.counts
+    clips = len({r["id"] for r in speech_rows})
+    assert misses <= clips and kept == misses and hits >= 20 * 4 - misses  # 20 steps x 4 rows, each clip encoded once
+
+
 def first_step_recorder() -> Any:
     """A callback recording the step at which each training step begins."""
     from transformers import TrainerCallback
