@@ -86,6 +86,29 @@ def test_freeze_llm_and_projector(tiny_sallm) -> None:
     assert trainable and all(n.startswith("model.audio_tower.") for n in trainable)
 
 
+def test_freezing_the_lower_encoder_layers_trains_the_layers_above(tiny_sallm, speech_rows) -> None:
+    model = apply_finetune_switches(copy.deepcopy(tiny_sallm[0]), ModelConfig(freeze_audio_encoder_layers=0))
+    encoder = get_submodule(model, "model.audio_tower")  # the micro preset's one layer: the stem frozen, it trains
+    model.zero_grad(set_to_none=True)
+    model(**training_batch(model, tiny_sallm[1], speech_rows[:2])).loss.backward()
+    grads = {n: p.grad for n, p in encoder.named_parameters()}
+    stem_and_first = [n for n in grads if n.startswith(("conv1.", "conv2.", "embed_positions."))]
+    above = [n for n in grads if n.startswith(("layers.0.", "layer_norm."))]
+    assert stem_and_first and all(grads[n] is None for n in stem_and_first)
+    assert above and all(grads[n] is not None for n in above) and any(grads[n].abs().sum() > 0 for n in above)
+    assert model.lm_head.weight.grad is not None
+
+
+def test_freezing_more_encoder_layers_than_it_has_is_a_clear_error(tiny_sallm) -> None:
+    from steps.core.config import ConfigError, config_from_dict
+
+    layers = len(tiny_sallm[0].model.audio_tower.layers)
+    with pytest.raises(ValueError, match=f"freeze_audio_encoder_layers: {layers + 1}, but the encoder has {layers}"):
+        apply_finetune_switches(copy.deepcopy(tiny_sallm[0]), ModelConfig(freeze_audio_encoder_layers=layers + 1))
+    with pytest.raises(ConfigError, match="set one of the two"):
+        config_from_dict({"model": {"freeze_audio_encoder": True, "freeze_audio_encoder_layers": 1}})
+
+
 def test_lora_trains_only_adapters_and_leaves_base_weights(tiny_sallm, speech_rows) -> None:
     model, processor = tiny_sallm
     base = copy.deepcopy(model)

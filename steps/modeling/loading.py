@@ -205,11 +205,33 @@ def apply_finetune_switches(model: nn.Module, cfg: ModelConfig) -> nn.Module:
             get_submodule(model, path).requires_grad_(False)
     if cfg.freeze_audio_encoder:  # its output per clip is fixed: encode each clip once, not once an epoch
         keep_frozen_encoder_outputs(get_submodule(model, adapter.encoder))
+    elif cfg.freeze_audio_encoder_layers is not None:
+        freeze_lower_encoder(get_submodule(model, adapter.encoder), cfg.freeze_audio_encoder_layers)
     if cfg.freeze_llm:
         for path in adapter.llm:
             get_submodule(model, path).requires_grad_(False)
     keep_fixed_buffers_frozen(model)
     return model
+
+
+def freeze_lower_encoder(encoder: nn.Module, layers: int) -> list[str]:
+    """Freeze the encoder's input stem (every child module before its list of layers: convolutions, position
+    embeddings) and its first `layers` layers; the layers above and what follows them (pooling, the final norm)
+    train. Returns the frozen parameter names. Raises ValueError when the encoder has no layer list or fewer layers.
+    """
+    children = list(encoder.named_children())
+    stack = next((i for i, (_, child) in enumerate(children) if isinstance(child, nn.ModuleList)), None)
+    if stack is None:
+        raise ValueError(f"model.freeze_audio_encoder_layers: {type(encoder).__name__} has no list of layers; use "
+                         "freeze_audio_encoder instead")
+    stacked = children[stack][1]
+    if layers > len(stacked):
+        raise ValueError(f"model.freeze_audio_encoder_layers: {layers}, but the encoder has {len(stacked)} layers")
+    frozen = [child for _, child in children[:stack]] + list(stacked[:layers])
+    for module in frozen:
+        module.requires_grad_(False)
+    ids = {id(p) for module in frozen for p in module.parameters()}
+    return [n for n, p in encoder.named_parameters() if id(p) in ids]
 
 
 def keep_fixed_buffers_frozen(model: nn.Module) -> None:

@@ -59,7 +59,8 @@ class ModelConfig:
 
     `name_or_path` is `tiny` (the offline preset, built and pretrained by the pretrain stage), a local folder or a
     hub id (Granite Speech, Qwen2-Audio). `finetune: lora` trains LoRA adapters on the LLM; the freeze switches say
-    whether the audio encoder / projector / LLM base weights train (in LoRA mode the LLM base is always frozen).
+    whether the audio encoder / projector / LLM base weights train (in LoRA mode the LLM base is always frozen);
+    `freeze_audio_encoder_layers: N` freezes the encoder's lower part only (steps/modeling/loading.py).
     """
 
     name_or_path: str = "tiny"
@@ -69,6 +70,8 @@ class ModelConfig:
     device: str = "auto"
     finetune: Literal["full", "lora"] = "full"
     freeze_audio_encoder: bool = False
+    # The encoder's input stem (convolutions, positions) and its first N layers frozen, the layers above trained.
+    freeze_audio_encoder_layers: int | None = at_least(0, None, " (frozen lower layers) or null (none)")
     freeze_projector: bool = False
     freeze_llm: bool = False
     lora: LoraSettings = LoraSettings()
@@ -80,6 +83,11 @@ class ModelConfig:
             out.append("name_or_path: empty; use 'tiny', a local model folder or a hub id")
         if self.device not in ("auto", "cpu") and not self.device.startswith(("cuda", "mps")):
             out.append(f"device: expected auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        if self.finetune == "lora" and self.freeze_audio_encoder_layers is not None:
+            out.append("freeze_audio_encoder_layers: for finetune: full only (LoRA trains the whole encoder or none)")
+        if self.freeze_audio_encoder and self.freeze_audio_encoder_layers is not None:
+            out.append("freeze_audio_encoder_layers: the whole encoder is frozen (freeze_audio_encoder: true); set "
+                       "one of the two")
         if self.finetune == "full" and self.freeze_audio_encoder and self.freeze_projector and self.freeze_llm:
             out.append("freeze_*: everything is frozen and finetune is 'full': nothing would train; "
                        "unfreeze a part or use finetune: lora")
