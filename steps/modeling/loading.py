@@ -214,10 +214,10 @@ def apply_finetune_switches(model: nn.Module, cfg: ModelConfig) -> nn.Module:
     return model
 
 
-def freeze_lower_encoder(encoder: nn.Module, layers: int) -> list[str]:
+def freeze_lower_encoder(encoder: nn.Module, layers: int) -> None:
     """Freeze the encoder's input stem (every child module before its list of layers: convolutions, position
     embeddings) and its first `layers` layers; the layers above and what follows them (pooling, the final norm)
-    train. Returns the frozen parameter names. Raises ValueError when the encoder has no layer list or fewer layers.
+    train. Raises ValueError when the encoder has no layer list or fewer layers.
     """
     children = list(encoder.named_children())
     stack = next((i for i, (_, child) in enumerate(children) if isinstance(child, nn.ModuleList)), None)
@@ -227,11 +227,8 @@ def freeze_lower_encoder(encoder: nn.Module, layers: int) -> list[str]:
     stacked = children[stack][1]
     if layers > len(stacked):
         raise ValueError(f"model.freeze_audio_encoder_layers: {layers}, but the encoder has {len(stacked)} layers")
-    frozen = [child for _, child in children[:stack]] + list(stacked[:layers])
-    for module in frozen:
+    for module in [child for _, child in children[:stack]] + list(stacked[:layers]):
         module.requires_grad_(False)
-    ids = {id(p) for module in frozen for p in module.parameters()}
-    return [n for n, p in encoder.named_parameters() if id(p) in ids]
 
 
 def keep_fixed_buffers_frozen(model: nn.Module) -> None:
