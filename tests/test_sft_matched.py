@@ -32,7 +32,7 @@ def write_train_json(path: Path, **compute: Any) -> Path:
 def test_sft_matched_takes_what_it_leaves_out_from_sft() -> None:
     cfg = config_from_dict({"sft": {"lr": 0.3, "batch_size": 5, "warmup_ratio": 0.2}})
     assert cfg.sft_matched.batch_size == 5 and cfg.sft_matched.warmup_ratio == 0.2  # inherited
-    assert cfg.sft_matched.lr == 1e-4 and cfg.sft_matched.compute == "flops"  # its own defaults
+    assert cfg.sft_matched.lr == 2e-5 and cfg.sft_matched.compute == "flops"  # its own defaults
     own = config_from_dict({"sft": {"lr": 0.3}, "sft_matched": {"lr": 0.02, "compute": "train_seconds"}})
     assert own.sft_matched.lr == 0.02 and own.sft_matched.compute == "train_seconds" and own.sft.lr == 0.3
 

@@ -25,7 +25,7 @@ class PostTrainingConfig:
     lr: float = above(0, 5e-4)
     lr_scheduler: Scheduler = "cosine"
     warmup_ratio: float = within(0, 1, 0.1, "[)")
-    max_steps: int = 1500
+    max_steps: int = 2500
     weight_decay: float = 0.01
     max_grad_norm: float = above(0, 1.0)
     train_limit: int | None = at_least(1, None, " (a number of examples) or null (all)")
@@ -67,7 +67,7 @@ class SftMatchedConfig(SftConfig):
     loss passes' tokens; or `train_seconds`), `eval_every` (as many evaluations as GRPO had), `lr_scheduler`,
     `warmup_ratio`, `patience`, `min_delta`, `start_candidate` (GRPO's). `lr` is its own."""
 
-    lr: float = above(0, 1e-4)
+    lr: float = above(0, 2e-5)
     compute: Literal["flops", "train_tokens", "train_seconds"] = "flops"
 
 
