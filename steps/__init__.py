@@ -2,7 +2,7 @@
 line over one function of the library below it. A stage never imports another stage.
 
     synth, prepare, pretrain, sft, grpo (and mpgrpo), evaluate, report    the pipeline (dvc.yaml)
-    seeds                                                                 the seed sweep (sweeps/dvc.yaml)
+    seeds, seed_summary                                                   the seed sweep (sweeps/dvc.yaml)
 
 The library, by concern (a change goes where its concern is):
 

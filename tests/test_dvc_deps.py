@@ -146,3 +146,28 @@ def test_methods_trained_on_some_tasks_only_match_the_pipeline() -> None:
     for method, tasks in ONLY_ON.items():
         assert tuple(data[method]["foreach"]) == tasks, f"dvc.yaml trains {method} on {data[method]['foreach']}"
         assert tuple(data[f"evaluate_{method}"]["foreach"]) == tasks
+
+
+# ModelConfig keys a training stage does not read from params: the model comes from models/base (pretrain records
+# its id and revision), and the tiny preset's shape is pretrain's.
+NOT_TRAINING_MODEL_KEYS = frozenset({"name_or_path", "revision", "tiny"})
+TRAINING_MODULES = frozenset({"steps.sft", "steps.grpo", "steps.seeds"})
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_a_stage_that_trains_lists_every_fine_tuning_switch(pipeline: str) -> None:
+    """A stage that trains (loading.apply_finetune_switches freezes or adapts parts of the model) reruns when any
+    switch changes: one left out (as `freeze_audio_encoder_layers` once was) lets DVC keep a model trained
+    without it."""
+    import dataclasses
+
+    from steps.core.config import ModelConfig
+
+    switches = {f"model.{f.name}" for f in dataclasses.fields(ModelConfig) if f.name not in NOT_TRAINING_MODEL_KEYS}
+    data = yaml.safe_load((REPO / pipeline).read_text(encoding="utf-8"))["stages"]
+    trained = [name for name, module, _ in stages(pipeline) if module in TRAINING_MODULES]
+    assert trained, f"{pipeline} has no training stage"
+    for name in trained:
+        params = set(data[name].get("do", data[name]).get("params", []))
+        missing = set() if "model" in params else switches - params  # "model": the whole section
+        assert not missing, f"{pipeline}: {name} does not list {sorted(missing)}"

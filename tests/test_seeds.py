@@ -1,9 +1,10 @@
-"""The seed sweep (steps/training/seed_sweep.py, steps/reporting/seed_tables.py): per-seed post-training, the summary,
-and what it refuses."""
+"""The seed sweep (steps/training/seed_sweep.py, steps/reporting/seed_tables.py): post-training per seed and task, the
+summary, and what it refuses."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,10 @@ import pytest
 
 from steps.core.config import ConfigError, config_from_dict
 from steps.core.io import write_jsonl
-from steps.reporting.seed_tables import collect
-from steps.training.seed_sweep import run_sweep, seed_config
+from steps.core.seed_runs import seed_run_folder
+from steps.core.tracking import ENV_SWEEP_SEED
+from steps.reporting.seed_tables import collect, summarize_sweep
+from steps.training.seed_sweep import run_seed, seed_config
 from tests.helpers import state_of
 from tests.tiny_sallm import workspace
 
@@ -44,7 +47,7 @@ def test_collect_takes_the_pipeline_seed_from_metrics_and_the_base_from_the_pipe
     for method, bleu in {"base": 1.0, "sft": 2.0, "grpo": 3.0, "mpgrpo": 4.0, "sft_matched": 2.5}.items():
         write_metrics(tmp_path / "metrics", method, bleu, bleu / 10)
     for method, bleu in {"sft": 5.0, "grpo": 6.0, "mpgrpo": 7.0, "sft_matched": 5.5}.items():
-        write_metrics(tmp_path / "sweeps" / "runs" / "seed-8" / "metrics", method, bleu, 0.5)
+        write_metrics(tmp_path / "sweeps" / "runs" / "seed-8" / TASK / "metrics", method, bleu, 0.5)
     data = collect(cfg, tmp_path, tmp_path / "sweeps" / "runs", (TASK,))
     assert data["seeds"] == ["3", "8"]
     assert data["runs"]["3"] == {"base": {TASK: 1.0}, "sft": {TASK: 2.0}, "sft_matched": {TASK: 2.5},
@@ -60,8 +63,46 @@ def test_collect_names_the_missing_evaluation(tmp_path: Path) -> None:
     cfg = config_from_dict({"seed": 3, "sweep": {"seeds": [8]}})
     for method in ("base", "sft", "grpo", "mpgrpo", "sft_matched"):
         write_metrics(tmp_path / "metrics", method, 1.0, 0.1)
-    with pytest.raises(FileNotFoundError, match=r"seed-8/metrics/sft/ast.json not found"):
+    with pytest.raises(FileNotFoundError, match=r"seed-8/ast/metrics/sft/ast.json not found"):
         collect(cfg, tmp_path, tmp_path / "sweeps" / "runs", (TASK,))
+
+
+def test_the_seeds_stage_runs_each_seed_and_task_into_its_own_folder(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import steps.seeds
+
+    (tmp_path / "params.yaml").write_text("sweep:\n  seeds: [8, 9]\n")
+    calls: list[tuple[int, str, Path]] = []
+    monkeypatch.setattr(steps.seeds, "run_seed", lambda cfg, seed, task, root, out: calls.append((seed, task, out)))
+    steps.seeds.main(["--params", str(tmp_path / "params.yaml"), "--seed", "9", "--task", "sqa"])
+    assert calls == [(9, "sqa", tmp_path / "sweeps" / "runs" / "seed-9" / "sqa")]  # one DVC stage's output
+    calls.clear()
+    steps.seeds.main(["--params", str(tmp_path / "params.yaml")])
+    assert [(seed, task) for seed, task, _ in calls] == [(8, "sqa"), (8, "ast"), (9, "sqa"), (9, "ast")]
+    with pytest.raises(SystemExit, match=r"--seed \[5\]: not in sweep.seeds \[8, 9\]"):
+        steps.seeds.main(["--params", str(tmp_path / "params.yaml"), "--seed", "5"])
+
+
+def test_a_seed_run_that_fails_leaves_no_folder_and_keeps_the_finished_ones(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import steps.training.seed_sweep as seed_sweep
+
+    runs = tmp_path / "sweeps" / "runs"
+    finished = seed_run_folder(runs, 8, "sqa")
+    (finished / "metrics").mkdir(parents=True)
+    (finished / "metrics" / "done.json").write_text("{}")
+
+    def fails(cfg: Any, task: str, paths: Any) -> None:
+        (paths.models / "sft" / task).mkdir(parents=True)  # a half-written model
+        raise FloatingPointError("loss is NaN")
+
+    monkeypatch.setattr(seed_sweep, "run_sft", fails)
+    cfg = config_from_dict({"sweep": {"seeds": [8]}})
+    with pytest.raises(FloatingPointError):
+        run_seed(cfg, 8, TASK, tmp_path, seed_run_folder(runs, 8, TASK))
+    assert sorted(p.name for p in (runs / "seed-8").iterdir()) == ["sqa"]  # nothing of ast, not even a temp folder
+    assert (finished / "metrics" / "done.json").read_text() == "{}"
+    assert ENV_SWEEP_SEED not in os.environ  # the MLflow tag does not leak to later runs
 
 
 @pytest.mark.slow
@@ -82,16 +123,18 @@ def test_a_sweep_seed_trains_every_method_with_its_own_seed(tmp_path: Path, spee
         write_jsonl(root / "metrics" / method / f"{TASK}.predictions.jsonl",
                     [{"id": r["id"], "reference": r["reference"], "greedy": "x", "sampled": ["x", "y"]}
                      for r in speech_rows])
-    data = run_sweep(cfg, root, root / "sweeps", tasks=(TASK,))
     for seed in (8, 9):
-        run = root / "sweeps" / "runs" / f"seed-{seed}"
+        run_seed(cfg, seed, TASK, root, seed_run_folder(root / "sweeps" / "runs", seed, TASK))
+    data = summarize_sweep(cfg, root, root / "sweeps", (TASK,))
+    for seed in (8, 9):
+        run = root / "sweeps" / "runs" / f"seed-{seed}" / TASK
         for method in ("sft", "grpo", "mpgrpo", "sft_matched"):
             assert (run / "models" / method / TASK / "config.json").is_file()
             metrics = json.loads((run / "metrics" / method / f"{TASK}.json").read_text())
             assert metrics["seed"] == seed and metrics["n"] == len(speech_rows) and "bleu_swapped" in metrics
             assert "bleu_sampled_mean" not in metrics  # sweep.sampled_runs = 0 overrides evaluate's 2
         assert not (run / ".work").exists()
-    a, b = (state_of(root / "sweeps" / "runs" / f"seed-{s}" / "models" / "grpo" / TASK) for s in (8, 9))
+    a, b = (state_of(root / "sweeps" / "runs" / f"seed-{s}" / TASK / "models" / "grpo" / TASK) for s in (8, 9))
     assert any(not a[k].equal(b[k]) for k in a)  # the seed reached training
     assert data["seeds"] == ["3", "8", "9"]
     assert "## Seeds (3: 3, 8, 9)" in (root / "sweeps" / "seeds.md").read_text()
@@ -108,7 +151,7 @@ def test_pooled_tests_keep_every_seed_and_run_of_an_example_together(tmp_path: P
 
     cfg = config_from_dict({"seed": 3, "sweep": {"seeds": [8]}, "report": {"bootstrap_samples": 200}})
     refs = [f"der Hund isst {i} Äpfel im Garten" for i in range(12)]
-    for metrics, runs in ((tmp_path / "metrics", 2), (tmp_path / "sweeps" / "runs" / "seed-8" / "metrics", 1)):
+    for metrics, runs in ((tmp_path / "metrics", 2), (tmp_path / "sweeps" / "runs" / "seed-8" / TASK / "metrics", 1)):
         for method, keep in (("sft", 4), ("grpo", 6), ("mpgrpo", 6), ("sft_matched", 5)):
             rows = [{"id": f"ex{i}", "reference": r, "greedy": " ".join(r.split()[:keep]),
                      "sampled": [" ".join(r.split()[:keep])] * runs} for i, r in enumerate(refs)]

@@ -1,10 +1,11 @@
 """The seed sweep's summary: each seed's BLEU per method and task, mean +- std, and whether base < SFT < GRPO held.
 
-`collect` reads the pipeline's metrics/ (the first seed) and sweeps/runs/seed-<n>/metrics (the others) into
+`collect` reads the pipeline's metrics/ (the first seed) and sweeps/runs/seed-<n>/<task>/metrics (the others) into
 sweeps/seeds.json's data; `pooled_significance` tests GRPO and MP-GRPO against SFT on every seed's outputs at once
 (a two-sided paired bootstrap that resamples seeds, as a random effect, and test examples, each with all its outputs:
 they share the audio and the question, so they are not independent evidence; Holm over the pooled table);
-`seeds_markdown` renders sweeps/seeds.md and the README's seed section from it.
+`seeds_markdown` renders sweeps/seeds.md and the README's seed section from it; `summarize_sweep` does all of it (the
+seed summary stage, after every seed's runs).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from steps.core.config import TASKS, Config
 from steps.core.io import atomic_write_text, read_jsonl, write_json
 from steps.core.paths import RunPaths, evaluation_file, predictions_file
+from steps.core.seed_runs import seed_run_folder
 from steps.evaluation.significance import seed_paired_bootstrap
 from steps.reporting.analysis import ALPHA, PAPER_GAINS, holm_family
 from steps.reporting.evaluations import LABELS
@@ -47,16 +49,16 @@ def scores_of(metrics_dir: Path, method: str, task: str) -> dict[str, float | No
 
 
 def collect(cfg: Config, root: Path, runs_dir: Path, tasks: tuple[str, ...] = TASKS) -> dict[str, Any]:
-    """seeds.json's content: the pipeline's seed from metrics/, every extra seed from runs_dir/seed-<n>/metrics."""
-    dirs = seed_metrics_dirs(cfg, root, runs_dir)
+    """seeds.json's content: the pipeline's seed from metrics/, every extra seed from
+    runs_dir/seed-<n>/<task>/metrics."""
     seeds = [cfg.seed, *cfg.sweep.seeds]
     tables: dict[str, dict[str, dict[str, dict[str, float | None]]]] = {t: {} for t in SCORE_TABLES}
-    for seed in seeds:
-        metrics = dirs[str(seed)]
-        for method in METHODS:
-            # the base model is shared by every seed: its scores are the pipeline's
-            source = dirs[str(cfg.seed)] if method == "base" else metrics
-            for task in tasks:
+    for task in tasks:
+        dirs = seed_metrics_dirs(cfg, root, runs_dir, task)
+        for seed in seeds:
+            for method in METHODS:
+                # the base model is shared by every seed: its scores are the pipeline's
+                source = dirs[str(cfg.seed)] if method == "base" else dirs[str(seed)]
                 for table, value in scores_of(source, method, task).items():
                     tables[table].setdefault(str(seed), {}).setdefault(method, {})[task] = value
     note = (f"seed {cfg.seed} is the pipeline's run (dvc repro; {cfg.evaluate.sampled_runs} sampled runs); the other "
@@ -68,16 +70,12 @@ class NoOutputs(ValueError):
     """A seed's predictions lack the decoding asked for (e.g. no sampled runs: sweep.sampled_runs 0)."""
 
 
-def seed_metrics_dirs(cfg: Config, root: Path, runs_dir: Path) -> dict[str, Path]:
-    """Each seed's metrics folder: the pipeline's metrics/ for its own seed, runs_dir/seed-<n>/metrics for the rest."""
+def seed_metrics_dirs(cfg: Config, root: Path, runs_dir: Path, task: str) -> dict[str, Path]:
+    """Each seed's metrics folder for `task`: the pipeline's metrics/ for its own seed,
+    runs_dir/seed-<n>/<task>/metrics for the rest."""
     paths = RunPaths.of(cfg, root)
-    return {str(s): (paths if s == cfg.seed else paths.under(seed_folder(runs_dir, s))).metrics
+    return {str(s): (paths if s == cfg.seed else paths.under(seed_run_folder(runs_dir, s, task))).metrics
             for s in (cfg.seed, *cfg.sweep.seeds)}
-
-
-def seed_folder(runs_dir: Path, seed: int) -> Path:
-    """One extra seed's models and metrics (sweeps/runs/seed-<n>)."""
-    return runs_dir / f"seed-{seed}"
 
 
 def outputs_by_example(dirs: Mapping[str, Path], method: str, task: str, decoding: str
@@ -110,9 +108,9 @@ def pooled_significance(cfg: Config, root: Path, runs_dir: Path, tasks: tuple[st
     (every task, decoding and comparison), its one family. The same test with the seeds fixed (every seed once) is
     kept as `fixed_seeds`, to show what treating the three trained models as the only ones would claim.
     """
-    dirs = seed_metrics_dirs(cfg, root, runs_dir)
     tests: list[dict[str, Any]] = []
     for task in tasks:
+        dirs = seed_metrics_dirs(cfg, root, runs_dir, task)
         for decoding in ("sampled", "greedy"):
             for baseline, system in POOLED_COMPARISONS:
                 try:
@@ -178,6 +176,15 @@ def pooled_markdown(pooled: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[s
 def write_summary(data: Mapping[str, Any], out_dir: Path) -> None:
     write_json(out_dir / "seeds.json", data)
     atomic_write_text(out_dir / "seeds.md", "# Seed sweep\n\n" + "\n".join(seeds_markdown(data)))
+
+
+def summarize_sweep(cfg: Config, root: Path, sweeps_dir: Path, tasks: tuple[str, ...] = TASKS) -> dict[str, Any]:
+    """seeds.json and seeds.md from the pipeline's run and every seed's runs in sweeps_dir/runs (all must exist)."""
+    data = collect(cfg, root, sweeps_dir / "runs", tasks)
+    data["pooled"] = pooled_significance(cfg, root, sweeps_dir / "runs", tasks)
+    write_summary(data, sweeps_dir)
+    print(f"seeds: {data['seeds']} -> {sweeps_dir / 'seeds.md'}", flush=True)
+    return data
 
 
 def seed_summary(data: Mapping[str, Any], decoding: str = "greedy") -> dict[str, Any]:
